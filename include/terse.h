@@ -1,0 +1,238 @@
+/**
+ * terse.h - the one public header of terse, collective communication over
+ * RDMA verbs and TCP.
+ *
+ * Conventions
+ *  - Every call returns a terse_status_t; the library never aborts or exits.
+ *  - Handles are opaque and come in strict pairs (create/destroy,
+ *    start/wait).
+ *  - Parameter structs treat zero as "use the default / the environment".
+ *  - A communicator that saw a transport, timeout or mismatch error keeps that
+ *    error ("sticky"): every later call on it returns the same status and
+ *    terse_comm_error() explains who failed and why.
+ *  - Collective calls must be made by every rank in the same order with the
+ *    same count, dtype, op and root; a disagreement is detected and returned
+ *    as TERSE_ERR_MISMATCH on every rank that takes part.
+ *  - Progress is made by the calling thread inside terse calls (blocking calls,
+ *    terse_request_test, terse_request_wait). A communicator may be used by
+ *    one thread at a time.
+ */
+#ifndef TERSE_H
+#define TERSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define TERSE_API __attribute__((visibility("default")))
+#else
+#define TERSE_API
+#endif
+
+#define TERSE_VERSION_MAJOR 0
+#define TERSE_VERSION_MINOR 1
+#define TERSE_VERSION_PATCH 0
+
+/*
+ * X-macro list of statuses: (name, value, message). One list generates the
+ * enum and terse_strerror(), so they cannot drift apart. The message says
+ * whose fault the error is.
+ */
+#define TERSE_STATUS_LIST(X)                                                  \
+    X(TERSE_OK, 0, "success")                                                 \
+    X(TERSE_IN_PROGRESS, 1, "operation in progress")                          \
+    X(TERSE_ERR_INVALID_ARG, -1, "invalid argument (caller error)")           \
+    X(TERSE_ERR_NO_MEMORY, -2, "out of memory (system)")                      \
+    X(TERSE_ERR_UNSUPPORTED, -3, "operation or transport not supported")      \
+    X(TERSE_ERR_SYSTEM, -4, "system call failed (system)")                    \
+    X(TERSE_ERR_TIMEOUT, -5, "timed out waiting for a peer (remote)")         \
+    X(TERSE_ERR_PEER_FAILED, -6, "connection to a peer lost (remote)")        \
+    X(TERSE_ERR_MISMATCH, -7,                                                 \
+      "ranks called mismatched collectives (caller error)")                   \
+    X(TERSE_ERR_PROTOCOL, -8, "malformed data on the wire (remote)")          \
+    X(TERSE_ERR_AUTH, -9, "peer rejected: wrong job secret or identity")      \
+    X(TERSE_ERR_REMOTE_ABORT, -10, "another rank reported an error (remote)") \
+    X(TERSE_ERR_MEMLOCK, -11,                                                 \
+      "cannot lock memory for registration: raise ulimit -l (system)")        \
+    X(TERSE_ERR_NO_DEVICE, -12, "no usable network device (system)")         \
+    X(TERSE_ERR_BUSY, -13, "communicator busy: requests still pending")
+
+#define TERSE_STATUS_ENUM_(name, value, msg) name = value,
+typedef enum terse_status { TERSE_STATUS_LIST(TERSE_STATUS_ENUM_) } terse_status_t;
+#undef TERSE_STATUS_ENUM_
+
+/** Static message for a status; never NULL (unknown values get a generic text). */
+TERSE_API const char *terse_strerror(terse_status_t status);
+
+/** Element types. 16-bit floats are reduced in float32 and rounded to nearest even. */
+typedef enum terse_dtype {
+    TERSE_FLOAT32 = 0,
+    TERSE_FLOAT64,
+    TERSE_FLOAT16,
+    TERSE_BFLOAT16,
+    TERSE_INT32,
+    TERSE_INT64,
+    TERSE_DTYPE_COUNT
+} terse_dtype_t;
+
+/** Reduction operators. AVG divides the sum by the rank count (integers truncate). */
+typedef enum terse_op {
+    TERSE_SUM = 0,
+    TERSE_PROD,
+    TERSE_MIN,
+    TERSE_MAX,
+    TERSE_AVG,
+    TERSE_OP_COUNT
+} terse_op_t;
+
+/** Size in bytes of one element, or 0 for an invalid dtype. */
+TERSE_API size_t terse_dtype_size(terse_dtype_t dtype);
+/** Short names ("float32", "sum"); "invalid" when out of range. */
+TERSE_API const char *terse_dtype_name(terse_dtype_t dtype);
+TERSE_API const char *terse_op_name(terse_op_t op);
+
+typedef struct terse_comm terse_comm_t;
+typedef struct terse_request terse_request_t;
+
+/**
+ * Communicator parameters. Zero (or NULL) in a field means "take it from the
+ * environment, else the default". API values override the environment.
+ *  - size == 0: rank and size come from the launcher's environment
+ *    (TERSE_RANK/TERSE_SIZE, OMPI_COMM_WORLD_*, PMI_*, SLURM_PROCID/NTASKS,
+ *    RANK/WORLD_SIZE), in that order of preference.
+ *  - root_addr: "host:port" of rank 0's rendezvous listener
+ *    (TERSE_ROOT_ADDR, else MASTER_ADDR:MASTER_PORT, else 127.0.0.1 with a
+ *    port derived from the job id).
+ *  - secret: per-job secret; connections that do not present it are rejected
+ *    (TERSE_SECRET, else derived from the launcher's job id).
+ *  - transport: "tcp", "verbs" or "auto" (TERSE_TRANSPORT).
+ *  - timeout_sec: how long to wait for a silent peer (TERSE_TIMEOUT).
+ */
+typedef struct terse_comm_params {
+    int rank;
+    int size;
+    const char *root_addr;
+    const char *secret;
+    const char *transport;
+    double timeout_sec;
+} terse_comm_params_t;
+
+/**
+ * Create a communicator. Collective over all `size` ranks: blocks until every
+ * rank has joined or the timeout expires. On success *comm is owned by the
+ * caller and must be released with terse_comm_destroy().
+ * Returns TERSE_ERR_INVALID_ARG, TERSE_ERR_TIMEOUT, TERSE_ERR_AUTH,
+ * TERSE_ERR_SYSTEM, TERSE_ERR_NO_MEMORY.
+ */
+TERSE_API terse_status_t terse_comm_create(const terse_comm_params_t *params,
+                                           terse_comm_t **comm);
+
+/** Same as terse_comm_create(NULL, comm): everything from the environment. */
+TERSE_API terse_status_t terse_comm_create_from_env(terse_comm_t **comm);
+
+/**
+ * Release a communicator and everything it owns. Local (not collective).
+ * Pending requests are cancelled and their handles become invalid.
+ */
+TERSE_API terse_status_t terse_comm_destroy(terse_comm_t *comm);
+
+TERSE_API int terse_comm_rank(const terse_comm_t *comm);
+TERSE_API int terse_comm_size(const terse_comm_t *comm);
+/** Name of the transport in use ("tcp", "verbs"). */
+TERSE_API const char *terse_comm_transport(const terse_comm_t *comm);
+
+/**
+ * The sticky error of the communicator (TERSE_OK if none) and, in *detail, a
+ * human-readable description naming the peer involved. *detail stays valid
+ * until the communicator is destroyed. detail may be NULL.
+ */
+TERSE_API terse_status_t terse_comm_error(const terse_comm_t *comm, const char **detail);
+
+/*
+ * Collectives. Buffers are host memory owned by the caller; terse only reads
+ * sendbuf and writes recvbuf during the call (or until the request completes).
+ * In-place operation: pass the same pointer as sendbuf and recvbuf.
+ * count == 0 is valid and still synchronises sequence numbers.
+ */
+
+/** recvbuf[i] = op over ranks of sendbuf[i], i < count. Bit-identical on every rank. */
+TERSE_API terse_status_t terse_allreduce(terse_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                         size_t count, terse_dtype_t dtype, terse_op_t op);
+
+/**
+ * sendbuf holds size*recvcount elements; rank r receives the reduction of
+ * block r. In-place: recvbuf == sendbuf + rank*recvcount elements, or pass the
+ * same pointer for both (the result then lands at the start of the buffer).
+ */
+TERSE_API terse_status_t terse_reduce_scatter(terse_comm_t *comm, const void *sendbuf,
+                                              void *recvbuf, size_t recvcount,
+                                              terse_dtype_t dtype, terse_op_t op);
+
+/** recvbuf (size*sendcount elements) = concatenation of every rank's sendbuf. */
+TERSE_API terse_status_t terse_allgather(terse_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                         size_t sendcount, terse_dtype_t dtype);
+
+/**
+ * Variable-size allgather: rank r contributes recvcounts[r] elements, placed at
+ * recvbuf + displs[r] elements. recvcounts/displs must be equal on all ranks;
+ * sendcount must equal recvcounts[rank]. displs == NULL means packed.
+ */
+TERSE_API terse_status_t terse_allgatherv(terse_comm_t *comm, const void *sendbuf,
+                                          size_t sendcount, void *recvbuf,
+                                          const size_t *recvcounts, const size_t *displs,
+                                          terse_dtype_t dtype);
+
+/** Copy count elements from root's sendbuf to every rank's recvbuf. */
+TERSE_API terse_status_t terse_broadcast(terse_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                         size_t count, terse_dtype_t dtype, int root);
+
+/** Returns once every rank has entered the barrier. */
+TERSE_API terse_status_t terse_barrier(terse_comm_t *comm);
+
+/*
+ * Non-blocking variants. *req is owned by the caller until terse_request_wait
+ * returns (which releases it) or terse_request_free. Requests complete in the
+ * order they were started. Buffers must stay valid and untouched until then.
+ */
+TERSE_API terse_status_t terse_allreduce_start(terse_comm_t *comm, const void *sendbuf,
+                                               void *recvbuf, size_t count, terse_dtype_t dtype,
+                                               terse_op_t op, terse_request_t **req);
+TERSE_API terse_status_t terse_reduce_scatter_start(terse_comm_t *comm, const void *sendbuf,
+                                                    void *recvbuf, size_t recvcount,
+                                                    terse_dtype_t dtype, terse_op_t op,
+                                                    terse_request_t **req);
+TERSE_API terse_status_t terse_allgather_start(terse_comm_t *comm, const void *sendbuf,
+                                               void *recvbuf, size_t sendcount,
+                                               terse_dtype_t dtype, terse_request_t **req);
+TERSE_API terse_status_t terse_broadcast_start(terse_comm_t *comm, const void *sendbuf,
+                                               void *recvbuf, size_t count, terse_dtype_t dtype,
+                                               int root, terse_request_t **req);
+
+/**
+ * Make progress; *done = 1 when the request finished (its status is then
+ * returned, and the request must still be released with wait or free).
+ * Returns TERSE_IN_PROGRESS with *done = 0 while running.
+ */
+TERSE_API terse_status_t terse_request_test(terse_request_t *req, int *done);
+/** Block until the request completes, then release it. Returns its status. */
+TERSE_API terse_status_t terse_request_wait(terse_request_t *req);
+/** Release a completed request without waiting; TERSE_ERR_BUSY if still running. */
+TERSE_API terse_status_t terse_request_free(terse_request_t *req);
+
+/**
+ * Print every configuration variable with its default, current value and
+ * help text to the given FILE* (stdout if NULL).
+ */
+TERSE_API void terse_config_print(void *file);
+
+/** "major.minor.patch" */
+TERSE_API const char *terse_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TERSE_H */

@@ -1,0 +1,184 @@
+/* bootstrap.c - TCP rendezvous with per-job secret check (see bootstrap.h). */
+#include "bootstrap.h"
+#include "log.h"
+#include "net.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define BOOT_MAGIC 0x5445424fu /* "TEBO" */
+#define BOOT_VERSION 1
+
+typedef struct boot_hello {
+    uint32_t magic, version;
+    uint64_t secret_hash;
+    int32_t rank, size;
+    uint32_t bloblen, pad;
+} boot_hello_t;
+
+typedef struct boot_reply {
+    uint32_t magic;
+    int32_t status;
+} boot_reply_t;
+
+terse_status_t terse__boot_open(terse_boot_t *boot, int rank, int size, const char *root_addr,
+                                uint64_t secret_hash, double deadline)
+{
+    memset(boot, 0, sizeof(*boot));
+    boot->rank = rank;
+    boot->size = size;
+    boot->secret_hash = secret_hash;
+    boot->fd = boot->lfd = -1;
+    terse_status_t st = terse__net_parse(root_addr, &boot->root);
+    if (st != TERSE_OK) {
+        TERSE_WARN(BOOT, "invalid root address '%s' (want host:port)", root_addr);
+        return st;
+    }
+    if (rank == 0) {
+        /* Listen on every interface: a host name often resolves to a loopback
+         * alias locally and to the real address elsewhere. */
+        struct sockaddr_in any = boot->root;
+        any.sin_addr.s_addr = htonl(INADDR_ANY);
+        st = terse__net_listen(&any, &boot->lfd);
+        if (st != TERSE_OK) {
+            TERSE_WARN(BOOT, "rank 0 cannot listen on port %d of %s: is another job using it? "
+                             "set TERSE_ROOT_ADDR", ntohs(boot->root.sin_port), root_addr);
+            return st;
+        }
+        inet_ntop(AF_INET, &boot->root.sin_addr, boot->local_ip, sizeof(boot->local_ip));
+        return TERSE_OK;
+    }
+    st = terse__net_connect(&boot->root, deadline, &boot->fd);
+    if (st != TERSE_OK) {
+        TERSE_WARN(BOOT, "rank %d cannot reach the root at %s: %s", rank, root_addr,
+                   terse_strerror(st));
+        return st;
+    }
+    struct sockaddr_in me;
+    socklen_t len = sizeof(me);
+    getsockname(boot->fd, (struct sockaddr *)&me, &len);
+    inet_ntop(AF_INET, &me.sin_addr, boot->local_ip, sizeof(boot->local_ip));
+    return TERSE_OK;
+}
+
+/* Root side: read and check one hello. Returns the rank it claims, or -1 if rejected. */
+static int root_check(terse_boot_t *boot, int fd, size_t len, char *all, int *fds, double deadline)
+{
+    boot_hello_t h;
+    boot_reply_t rep = {BOOT_MAGIC, TERSE_OK};
+    double hd = terse__now() + 5.0 < deadline ? terse__now() + 5.0 : deadline;
+    if (terse__net_recv_all(fd, &h, sizeof(h), hd) != TERSE_OK || h.magic != BOOT_MAGIC ||
+        h.version != BOOT_VERSION) {
+        TERSE_WARN(BOOT, "rejected a connection to the root that is not a terse rank");
+        return -1;
+    }
+    if (h.secret_hash != boot->secret_hash) {
+        rep.status = TERSE_ERR_AUTH;
+        TERSE_WARN(BOOT, "rejected rank %d: wrong job secret (another job, or TERSE_SECRET differs)",
+                   (int)h.rank);
+    } else if (h.size != boot->size) {
+        rep.status = TERSE_ERR_MISMATCH;
+        TERSE_WARN(BOOT, "rejected rank %d: it says the job has %d ranks, the root says %d",
+                   (int)h.rank, (int)h.size, boot->size);
+    } else if (h.rank <= 0 || h.rank >= boot->size || fds[h.rank] >= 0) {
+        rep.status = TERSE_ERR_AUTH;
+        TERSE_WARN(BOOT, "rejected a connection claiming rank %d: out of range or already joined",
+                   (int)h.rank);
+    } else if (h.bloblen != len) {
+        rep.status = TERSE_ERR_PROTOCOL;
+    }
+    if (rep.status == TERSE_OK &&
+        terse__net_recv_all(fd, all + (size_t)h.rank * len, len, hd) != TERSE_OK)
+        return -1;
+    if (rep.status != TERSE_OK) {
+        terse__net_send_all(fd, &rep, sizeof(rep), hd);
+        return -1;
+    }
+    return h.rank;
+}
+
+terse_status_t terse__boot_allgather(terse_boot_t *boot, const void *mine, size_t len, void *all_,
+                                     double deadline)
+{
+    char *all = all_;
+    int n = boot->size;
+    terse_status_t st = TERSE_OK;
+    memcpy(all + (size_t)boot->rank * len, mine, len);
+    if (boot->rank != 0) {
+        boot_hello_t h = {BOOT_MAGIC, BOOT_VERSION, boot->secret_hash, boot->rank, n, (uint32_t)len, 0};
+        boot_reply_t rep;
+        if ((st = terse__net_send_all(boot->fd, &h, sizeof(h), deadline)) != TERSE_OK ||
+            (st = terse__net_send_all(boot->fd, mine, len, deadline)) != TERSE_OK ||
+            (st = terse__net_recv_all(boot->fd, &rep, sizeof(rep), deadline)) != TERSE_OK) {
+            TERSE_WARN(BOOT, "rank %d: rendezvous with the root failed: %s", boot->rank,
+                       terse_strerror(st));
+            return st;
+        }
+        if (rep.magic != BOOT_MAGIC)
+            return TERSE_ERR_PROTOCOL;
+        if (rep.status != TERSE_OK) {
+            TERSE_WARN(BOOT, "rank %d: the root refused us: %s", boot->rank,
+                       terse_strerror((terse_status_t)rep.status));
+            return (terse_status_t)rep.status;
+        }
+        st = terse__net_recv_all(boot->fd, all, len * (size_t)n, deadline);
+        if (st != TERSE_OK)
+            TERSE_WARN(BOOT, "rank %d: lost the root during rendezvous: %s", boot->rank,
+                       terse_strerror(st));
+        return st;
+    }
+
+    int *fds = malloc(sizeof(int) * (size_t)n);
+    if (!fds)
+        return TERSE_ERR_NO_MEMORY;
+    for (int r = 0; r < n; r++)
+        fds[r] = -1;
+    for (int joined = 1; joined < n;) {
+        int fd;
+        st = terse__net_accept(boot->lfd, deadline, &fd);
+        if (st != TERSE_OK) {
+            char missing[256] = "";
+            size_t off = 0;
+            for (int r = 1; r < n && off < sizeof(missing) - 12; r++)
+                if (fds[r] < 0)
+                    off += (size_t)snprintf(missing + off, sizeof(missing) - off, " %d", r);
+            TERSE_WARN(BOOT, "root: %d of %d ranks joined before the timeout; missing:%s",
+                       joined, n, missing);
+            goto out;
+        }
+        int r = root_check(boot, fd, len, all, fds, deadline);
+        if (r < 0) {
+            close(fd);
+            continue;
+        }
+        fds[r] = fd;
+        joined++;
+    }
+    boot_reply_t rep = {BOOT_MAGIC, TERSE_OK};
+    for (int r = 1; r < n; r++) {
+        if ((st = terse__net_send_all(fds[r], &rep, sizeof(rep), deadline)) != TERSE_OK ||
+            (st = terse__net_send_all(fds[r], all, len * (size_t)n, deadline)) != TERSE_OK) {
+            TERSE_WARN(BOOT, "root: rank %d left during rendezvous", r);
+            goto out;
+        }
+    }
+out:
+    for (int r = 1; r < n; r++)
+        if (fds[r] >= 0)
+            close(fds[r]);
+    free(fds);
+    return st;
+}
+
+void terse__boot_close(terse_boot_t *boot)
+{
+    if (boot->fd >= 0)
+        close(boot->fd);
+    if (boot->lfd >= 0)
+        close(boot->lfd);
+    boot->fd = boot->lfd = -1;
+}

@@ -1,0 +1,155 @@
+/*
+ * allreduce.c - terse_allreduce: recursive doubling for small messages
+ * (log2 n rounds, latency-bound), ring reduce-scatter + allgather for large
+ * ones (2(n-1)/n of the data per rank, bandwidth-bound).
+ */
+#include "coll.h"
+#include "../log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Recursive doubling; non-powers of two fold the extra ranks in first. Each
+ * pair reduces (lower rank's data op higher rank's), so both get identical bits. */
+static int build_rd(terse_request_t *req, char *buf, size_t bytes, size_t chunk)
+{
+    terse_comm_t *comm = req->comm;
+    int n = comm->size, r = comm->rank;
+    int nch = (int)((bytes + chunk - 1) / chunk);
+    int *last = malloc(sizeof(int) * (size_t)(nch ? nch : 1));
+    int *snd = malloc(sizeof(int) * (size_t)(nch ? nch : 1));
+    if (!last || !snd)
+        goto oom;
+    for (int c = 0; c < nch; c++)
+        last[c] = -1;
+#define CLEN(c) ((size_t)(c) * chunk + chunk <= bytes ? chunk : bytes - (size_t)(c) * chunk)
+    int p2 = 1;
+    while (p2 * 2 <= n)
+        p2 *= 2;
+    int rem = n - p2, vr;
+    if (r < 2 * rem && r % 2 == 0) {
+        /* Extra rank: hand our data to r+1, get the result back. */
+        for (int c = 0; c < nch; c++)
+            if ((snd[c] = terse__sched_add(req, TERSE_OPK_SEND, 0, r + 1, NULL, buf + (size_t)c * chunk,
+                                           CLEN(c), -1, -1)) < 0)
+                goto oom;
+        for (int c = 0; c < nch; c++)
+            if (terse__sched_add(req, TERSE_OPK_RECV, TERSE_ACT_COPY, r + 1, buf + (size_t)c * chunk,
+                                 NULL, CLEN(c), snd[c], -1) < 0)
+                goto oom;
+        goto done;
+    }
+    if (r < 2 * rem) {
+        for (int c = 0; c < nch; c++) {
+            int op = terse__sched_add(req, TERSE_OPK_RECV, TERSE_ACT_REDUCE, r - 1,
+                                      buf + (size_t)c * chunk, NULL, CLEN(c), -1, -1);
+            if (op < 0)
+                goto oom;
+            req->ops[op].src_first = 1;
+            last[c] = op;
+        }
+        vr = r / 2;
+    } else {
+        vr = r - rem;
+    }
+    for (int mask = 1; mask < p2; mask <<= 1) {
+        int vp = vr ^ mask;
+        int partner = vp < rem ? vp * 2 + 1 : vp + rem;
+        for (int c = 0; c < nch; c++)
+            if ((snd[c] = terse__sched_add(req, TERSE_OPK_SEND, 0, partner, NULL,
+                                           buf + (size_t)c * chunk, CLEN(c), last[c], -1)) < 0)
+                goto oom;
+        for (int c = 0; c < nch; c++) {
+            /* Overwrite our chunk only after the partner got the old value. */
+            int op = terse__sched_add(req, TERSE_OPK_RECV, TERSE_ACT_REDUCE, partner,
+                                      buf + (size_t)c * chunk, NULL, CLEN(c), snd[c], -1);
+            if (op < 0)
+                goto oom;
+            req->ops[op].src_first = (uint8_t)(partner < r);
+            last[c] = op;
+        }
+    }
+    if (req->op == TERSE_AVG)
+        for (int c = 0; c < nch; c++)
+            if ((last[c] = terse__sched_add(req, TERSE_OPK_LOCAL, TERSE_ACT_SCALE, r,
+                                            buf + (size_t)c * chunk, NULL, CLEN(c), last[c], -1)) < 0)
+                goto oom;
+    if (r < 2 * rem)
+        for (int c = 0; c < nch; c++)
+            if (terse__sched_add(req, TERSE_OPK_SEND, 0, r - 1, NULL, buf + (size_t)c * chunk,
+                                 CLEN(c), last[c], -1) < 0)
+                goto oom;
+#undef CLEN
+done:
+    free(last);
+    free(snd);
+    return 0;
+oom:
+    free(last);
+    free(snd);
+    return -1;
+}
+
+static int build_ring(terse_request_t *req, const char *in, char *out, size_t count, size_t esz)
+{
+    terse_comm_t *comm = req->comm;
+    terse_blocks_t b;
+    int rc = -1;
+    int *fin = NULL, *sent = NULL;
+    if (terse__blocks_even(&b, comm->size, count, esz, comm->chunk))
+        goto out;
+    fin = malloc(sizeof(int) * (size_t)(b.cbase[b.n] + 1));
+    sent = malloc(sizeof(int) * (size_t)(b.cbase[b.n] + 1));
+    if (!fin || !sent)
+        goto out;
+    char *own = out + b.off[comm->rank];
+    if (terse__ring_reduce_scatter(req, &b, in, out, own, fin, sent) == 0 &&
+        terse__ring_allgather(req, &b, out, own, fin, sent) == 0)
+        rc = 0;
+out:
+    free(fin);
+    free(sent);
+    terse__blocks_free(&b);
+    return rc;
+}
+
+terse_status_t terse_allreduce_start(terse_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                     size_t count, terse_dtype_t dtype, terse_op_t op,
+                                     terse_request_t **out)
+{
+    terse_status_t st = terse__coll_check(comm, dtype, (int)op, 1, sendbuf, recvbuf, count);
+    if (st != TERSE_OK)
+        return st;
+    terse_request_t *req;
+    if ((st = terse__sched_new(comm, TERSE_COLL_ALLREDUCE, dtype, op, -1, count, 0, &req)) != TERSE_OK)
+        return st;
+    size_t esz = terse_dtype_size(dtype), bytes = count * esz;
+    int rc = 0;
+    const char *algo = comm->cfg.allreduce_algo;
+    if (count == 0) {
+        /* nothing to move; the call still takes a sequence number */
+    } else if (comm->size == 1) {
+        if (sendbuf != recvbuf)
+            memcpy(recvbuf, sendbuf, bytes);
+        if (op == TERSE_AVG)
+            terse__scale_avg(dtype, recvbuf, count, 1);
+    } else if (strcmp(algo, "rd") == 0 ||
+               (strcmp(algo, "ring") != 0 && (bytes <= comm->cfg.rd_threshold || count < (size_t)comm->size))) {
+        if (sendbuf != recvbuf)
+            memcpy(recvbuf, sendbuf, bytes);
+        rc = build_rd(req, recvbuf, bytes, comm->chunk - comm->chunk % esz);
+    } else {
+        rc = build_ring(req, sendbuf, recvbuf, count, esz);
+    }
+    if (rc) {
+        terse__sched_free(req);
+        return TERSE_ERR_NO_MEMORY;
+    }
+    return terse__coll_run(req, out);
+}
+
+terse_status_t terse_allreduce(terse_comm_t *comm, const void *sendbuf, void *recvbuf, size_t count,
+                               terse_dtype_t dtype, terse_op_t op)
+{
+    return terse_allreduce_start(comm, sendbuf, recvbuf, count, dtype, op, NULL);
+}

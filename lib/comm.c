@@ -1,0 +1,263 @@
+/*
+ * comm.c - communicator life cycle: resolve identity from the API and the
+ * launcher's environment, rendezvous, open and connect the transport,
+ * allocate the registered receive slots; error latching; destroy.
+ */
+#include "comm.h"
+#include "bootstrap.h"
+#include "log.h"
+#include "net.h"
+#include "sched.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Resolve rank, size, root address and secret: API > TERSE_* > launcher. */
+static terse_status_t resolve_identity(terse_comm_t *comm, const terse_comm_params_t *p,
+                                       char *root, size_t rootlen, char *secret, size_t seclen)
+{
+    terse_launch_env_t env;
+    terse__config_launch_env(&env);
+    const char *src;
+    if (p && p->size > 0) {
+        comm->rank = p->rank;
+        comm->size = p->size;
+        src = "parameters";
+    } else if (comm->cfg.size > 0 && comm->cfg.rank >= 0) {
+        comm->rank = comm->cfg.rank;
+        comm->size = comm->cfg.size;
+        src = "TERSE_RANK/TERSE_SIZE";
+    } else if (env.source) {
+        comm->rank = env.rank;
+        comm->size = env.size;
+        src = env.source;
+    } else {
+        TERSE_WARN(INIT, "cannot tell this process's rank and size: pass them in "
+                         "terse_comm_params_t, set TERSE_RANK/TERSE_SIZE, or launch with "
+                         "mpirun, srun or torchrun");
+        return TERSE_ERR_INVALID_ARG;
+    }
+    if (comm->size < 1 || comm->rank < 0 || comm->rank >= comm->size || comm->size > (1 << 20)) {
+        TERSE_WARN(INIT, "invalid rank %d / size %d (from %s)", comm->rank, comm->size, src);
+        return TERSE_ERR_INVALID_ARG;
+    }
+    if (p && p->root_addr && *p->root_addr)
+        snprintf(root, rootlen, "%s", p->root_addr);
+    else if (comm->cfg.root_addr[0])
+        snprintf(root, rootlen, "%s", comm->cfg.root_addr);
+    else if (env.master[0])
+        snprintf(root, rootlen, "%s", env.master);
+    else if (env.jobid[0])
+        /* Single-node default: every rank of the job derives the same port. */
+        snprintf(root, rootlen, "127.0.0.1:%u",
+                 20000u + (unsigned)(terse__hash64(env.jobid, strlen(env.jobid), 0) % 20000u));
+    else if (comm->size == 1)
+        snprintf(root, rootlen, "127.0.0.1:0");
+    else {
+        TERSE_WARN(INIT, "no rendezvous address: set TERSE_ROOT_ADDR=host:port (or MASTER_ADDR "
+                         "and MASTER_PORT)");
+        return TERSE_ERR_INVALID_ARG;
+    }
+    if (p && p->secret && *p->secret)
+        snprintf(secret, seclen, "%s", p->secret);
+    else if (comm->cfg.secret[0])
+        snprintf(secret, seclen, "%s", comm->cfg.secret);
+    else if (env.jobid[0])
+        snprintf(secret, seclen, "job:%s", env.jobid);
+    else
+        snprintf(secret, seclen, "root:%s", root);
+    TERSE_INFO(INIT, "rank %d of %d (from %s), root %s", comm->rank, comm->size, src, root);
+    return TERSE_OK;
+}
+
+static terse_status_t setup_slots(terse_comm_t *comm)
+{
+    comm->chunk = comm->cfg.chunk_size;
+    comm->nslots = comm->cfg.slots;
+    comm->slot_stride = TERSE_HDR_SIZE + comm->chunk;
+    size_t nslot = (size_t)comm->size * (size_t)comm->nslots;
+    size_t rlen = nslot * comm->slot_stride;
+    comm->recv_region = aligned_alloc(4096, (rlen + 4095) & ~(size_t)4095);
+    comm->hdr_region = aligned_alloc(64, nslot * TERSE_HDR_SIZE);
+    comm->rkeys = calloc((size_t)comm->size, TERSE_TP_RKEY_MAX);
+    comm->chans = calloc((size_t)comm->size, sizeof(terse_chan_t));
+    if (!comm->recv_region || !comm->hdr_region || !comm->rkeys || !comm->chans)
+        return TERSE_ERR_NO_MEMORY;
+    memset(comm->hdr_region, 0, nslot * TERSE_HDR_SIZE);
+    terse_status_t st = comm->tp_ops->mem_reg(comm->tp, comm->recv_region, rlen, &comm->recv_mr);
+    if (st == TERSE_OK)
+        st = comm->tp_ops->mem_reg(comm->tp, comm->hdr_region, nslot * TERSE_HDR_SIZE, &comm->hdr_mr);
+    return st;
+}
+
+static void comm_free(terse_comm_t *comm)
+{
+    if (comm->tp) {
+        if (comm->recv_mr)
+            comm->tp_ops->mem_dereg(comm->tp, comm->recv_mr);
+        if (comm->hdr_mr)
+            comm->tp_ops->mem_dereg(comm->tp, comm->hdr_mr);
+        comm->tp_ops->close(comm->tp, terse__now() + (comm->cfg.timeout_sec < 10 ? comm->cfg.timeout_sec : 10));
+    }
+    free(comm->recv_region);
+    free(comm->hdr_region);
+    free(comm->rkeys);
+    free(comm->chans);
+    free(comm);
+}
+
+terse_status_t terse_comm_create(const terse_comm_params_t *params, terse_comm_t **out)
+{
+    if (!out)
+        return TERSE_ERR_INVALID_ARG;
+    *out = NULL;
+    terse_comm_t *comm = calloc(1, sizeof(*comm));
+    if (!comm)
+        return TERSE_ERR_NO_MEMORY;
+    terse__config_load(&comm->cfg);
+    if (params && params->timeout_sec > 0)
+        comm->cfg.timeout_sec = params->timeout_sec;
+    if (params && params->transport && *params->transport)
+        snprintf(comm->cfg.transport, sizeof(comm->cfg.transport), "%s", params->transport);
+
+    char root[256], secret[300];
+    terse_status_t st = resolve_identity(comm, params, root, sizeof(root), secret, sizeof(secret));
+    if (st != TERSE_OK) {
+        free(comm);
+        return st;
+    }
+    terse__log_set_rank(comm->rank);
+    comm->secret_hash = terse__hash64(secret, strlen(secret), 0x7465727365ull);
+    double deadline = terse__now() + comm->cfg.timeout_sec;
+
+    comm->tp_ops = terse__tp_select(comm->cfg.transport, &st);
+    if (!comm->tp_ops) {
+        free(comm);
+        return st;
+    }
+
+    terse_boot_t boot;
+    if (comm->size > 1) {
+        st = terse__boot_open(&boot, comm->rank, comm->size, root, comm->secret_hash, deadline);
+        if (st != TERSE_OK) {
+            terse__boot_close(&boot);
+            free(comm);
+            return st;
+        }
+    } else {
+        memset(&boot, 0, sizeof(boot));
+        boot.fd = boot.lfd = -1;
+        snprintf(boot.local_ip, sizeof(boot.local_ip), "127.0.0.1");
+    }
+    terse_tp_params_t tpp = {.rank = comm->rank, .size = comm->size, .secret_hash = comm->secret_hash,
+                             .bind_addr = comm->cfg.bind_addr[0] ? comm->cfg.bind_addr : boot.local_ip,
+                             .sockbuf = comm->cfg.tcp_sockbuf, .timeout_sec = comm->cfg.timeout_sec};
+    st = comm->tp_ops->open(&tpp, &comm->tp);
+    if (st == TERSE_OK)
+        st = setup_slots(comm);
+
+    /* Rendezvous: everyone's transport address and receive-slot key. */
+    const size_t blen = TERSE_TP_ADDR_MAX + TERSE_TP_RKEY_MAX;
+    char mine[TERSE_TP_ADDR_MAX + TERSE_TP_RKEY_MAX] = {0};
+    char *all = NULL;
+    const void **blobs = NULL;
+    if (st == TERSE_OK) {
+        size_t alen = 0;
+        st = comm->tp_ops->address(comm->tp, mine, &alen);
+        if (st == TERSE_OK)
+            st = comm->tp_ops->mem_rkey(comm->tp, comm->recv_mr, mine + TERSE_TP_ADDR_MAX);
+    }
+    if (st == TERSE_OK) {
+        all = calloc((size_t)comm->size, blen);
+        blobs = calloc((size_t)comm->size, sizeof(void *));
+        st = (all && blobs) ? TERSE_OK : TERSE_ERR_NO_MEMORY;
+    }
+    if (st == TERSE_OK && comm->size > 1)
+        st = terse__boot_allgather(&boot, mine, blen, all, deadline);
+    else if (st == TERSE_OK)
+        memcpy(all, mine, blen);
+    terse__boot_close(&boot);
+    if (st == TERSE_OK) {
+        for (int r = 0; r < comm->size; r++) {
+            blobs[r] = all + (size_t)r * blen;
+            memcpy(comm->rkeys + (size_t)r * TERSE_TP_RKEY_MAX, all + (size_t)r * blen + TERSE_TP_ADDR_MAX,
+                   TERSE_TP_RKEY_MAX);
+        }
+        st = comm->tp_ops->connect(comm->tp, blobs, deadline);
+    }
+    free(all);
+    free(blobs);
+    if (st != TERSE_OK) {
+        TERSE_WARN(INIT, "rank %d: communicator creation failed: %s", comm->rank, terse_strerror(st));
+        comm_free(comm);
+        return st;
+    }
+    TERSE_INFO(INIT, "communicator ready: rank %d of %d over %s, %d slots x %zu bytes per peer",
+               comm->rank, comm->size, comm->tp_ops->name, comm->nslots, comm->chunk);
+    *out = comm;
+    return TERSE_OK;
+}
+
+terse_status_t terse_comm_create_from_env(terse_comm_t **comm)
+{
+    return terse_comm_create(NULL, comm);
+}
+
+terse_status_t terse_comm_destroy(terse_comm_t *comm)
+{
+    if (!comm)
+        return TERSE_ERR_INVALID_ARG;
+    /* Pending requests die with the communicator. */
+    while (comm->req_head) {
+        terse_request_t *r = comm->req_head;
+        comm->req_head = r->next;
+        terse__sched_free(r);
+    }
+    /* Say goodbye so peers can tell a clean exit from a crash. */
+    for (int p = 0; p < comm->size; p++)
+        if (p != comm->rank && !comm->chans[p].lost)
+            comm->tp_ops->write_notify(comm->tp, p, NULL, 0, NULL, 0, TERSE_IMM(TERSE_IMM_BYE, 0),
+                                       UINT64_MAX);
+    comm_free(comm);
+    return TERSE_OK;
+}
+
+void terse__comm_fail(terse_comm_t *comm, terse_status_t st, int culprit, int propagate,
+                      const char *fmt, ...)
+{
+    if (comm->error != TERSE_OK)
+        return;
+    comm->error = st;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(comm->error_detail, sizeof(comm->error_detail), fmt, ap);
+    va_end(ap);
+    TERSE_WARN(COLL, "rank %d: %s: %s", comm->rank, terse_strerror(st), comm->error_detail);
+    if (propagate) {
+        /* Best effort: every peer learns the status and the culprit, so all
+         * ranks return the same error instead of waiting for their timeout. */
+        uint32_t v = ((uint32_t)(culprit < 0 ? 0x3fffff : culprit) << 8) | ((uint32_t)(-st) & 0xff);
+        for (int p = 0; p < comm->size; p++)
+            if (p != comm->rank && !comm->chans[p].lost)
+                comm->tp_ops->write_notify(comm->tp, p, NULL, 0, NULL, 0,
+                                           TERSE_IMM(TERSE_IMM_ABORT, v), UINT64_MAX);
+    }
+    terse__sched_fail_all(comm);
+}
+
+int terse_comm_rank(const terse_comm_t *comm) { return comm ? comm->rank : -1; }
+int terse_comm_size(const terse_comm_t *comm) { return comm ? comm->size : -1; }
+const char *terse_comm_transport(const terse_comm_t *comm) { return comm ? comm->tp_ops->name : "none"; }
+
+terse_status_t terse_comm_error(const terse_comm_t *comm, const char **detail)
+{
+    if (!comm)
+        return TERSE_ERR_INVALID_ARG;
+    if (detail)
+        *detail = comm->error_detail;
+    return comm->error;
+}
+
+void terse_config_print(void *file) { terse__config_print(file ? (FILE *)file : stdout); }

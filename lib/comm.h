@@ -1,0 +1,79 @@
+/* comm.h - the communicator object and its per-peer channels (internal). */
+#ifndef TERSE_COMM_H
+#define TERSE_COMM_H
+
+#include "config.h"
+#include "terse.h"
+#include "../transports/transport.h"
+
+#include <stdint.h>
+
+/* Immediate data of a write: 2 type bits, then type-specific payload. */
+#define TERSE_IMM_DATA 0u   /* [15:0] slot index */
+#define TERSE_IMM_CREDIT 1u /* [15:0] slots freed */
+#define TERSE_IMM_ABORT 2u  /* [29:8] culprit rank, [7:0] -status */
+#define TERSE_IMM_BYE 3u    /* peer is destroying its communicator */
+#define TERSE_IMM(type, val) (((uint32_t)(type) << 30) | ((uint32_t)(val) & 0x3fffffffu))
+#define TERSE_IMM_TYPE(imm) ((imm) >> 30)
+#define TERSE_IMM_VAL(imm) ((imm) & 0x3fffffffu)
+
+#define TERSE_WIRE_MAGIC 0x54525345u /* "TRSE" */
+#define TERSE_HDR_SIZE 64
+
+/* Header at the start of every receive slot; it lets the receiver detect
+ * mismatched collectives and malformed data before it touches user memory. */
+typedef struct terse_wire_hdr {
+    uint32_t magic;
+    uint32_t seq;    /* collective sequence number on the communicator */
+    uint64_t sig;    /* hash of everything that must agree across ranks */
+    uint32_t stream; /* index of this chunk among the request's chunks to this peer */
+    uint32_t bytes;  /* payload bytes that follow the header */
+    int32_t src;     /* sender rank */
+    uint8_t coll, dtype, op, pad;
+    int32_t root;
+    uint32_t pad2;
+    uint64_t count;  /* for error messages */
+    uint64_t pad3;
+} terse_wire_hdr_t;
+
+typedef struct terse_chan {
+    uint64_t sent, credited;     /* slots written to the peer / freed by it */
+    uint64_t arrived, consumed;  /* slots landed here / processed */
+    uint32_t credits_owed;       /* freed slots not yet reported */
+    int bye;                     /* peer is shutting down cleanly */
+    int lost;                    /* connection gone */
+} terse_chan_t;
+
+typedef struct terse_request terse_request_t;
+
+struct terse_comm {
+    int rank, size;
+    terse_config_t cfg;
+    uint64_t secret_hash;
+    const terse_tp_ops_t *tp_ops;
+    terse_tp_t *tp;
+
+    size_t chunk;        /* payload bytes per slot */
+    int nslots;          /* slots per peer */
+    size_t slot_stride;  /* header + payload */
+    char *recv_region;   /* size * nslots slots, indexed by sender */
+    terse_tp_mr_t *recv_mr;
+    char *hdr_region;    /* send headers: size * nslots */
+    terse_tp_mr_t *hdr_mr;
+    char *rkeys;         /* size * TERSE_TP_RKEY_MAX: peers' receive regions */
+    terse_chan_t *chans;
+
+    terse_request_t *req_head, *req_tail;
+    uint32_t next_seq;
+    double last_activity;
+
+    terse_status_t error; /* sticky */
+    char error_detail[320];
+};
+
+/* Latch the first error (later ones are ignored), fail every pending request
+ * and, when propagate is set, tell every peer so that all ranks return it. */
+void terse__comm_fail(terse_comm_t *comm, terse_status_t st, int culprit, int propagate,
+                      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+#endif

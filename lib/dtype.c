@@ -1,0 +1,185 @@
+/*
+ * dtype.c - reduction kernels. Each (dtype, op) pair is a plain loop over
+ * restrict pointers so the compiler vectorises it (-O3 on x86-64 emits SSE/AVX
+ * for the float and int sums). 16-bit floats are widened to float32, reduced,
+ * and rounded back once per reduction step.
+ */
+#include "dtype.h"
+
+#include <math.h>
+#include <string.h>
+
+static const size_t dtype_sizes[TERSE_DTYPE_COUNT] = {4, 8, 2, 2, 4, 8};
+static const char *dtype_names[TERSE_DTYPE_COUNT] = {"float32", "float64", "float16",
+                                                     "bfloat16", "int32", "int64"};
+static const char *op_names[TERSE_OP_COUNT] = {"sum", "prod", "min", "max", "avg"};
+
+size_t terse_dtype_size(terse_dtype_t d) { return (unsigned)d < TERSE_DTYPE_COUNT ? dtype_sizes[d] : 0; }
+const char *terse_dtype_name(terse_dtype_t d) { return (unsigned)d < TERSE_DTYPE_COUNT ? dtype_names[d] : "invalid"; }
+const char *terse_op_name(terse_op_t o) { return (unsigned)o < TERSE_OP_COUNT ? op_names[o] : "invalid"; }
+
+static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+float terse__half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    if (exp == 0x1f)
+        return u2f(sign | 0x7f800000u | (man << 13));
+    if (exp == 0) {
+        /* subnormal or zero: value = man * 2^-24, exact in float32 */
+        float v = (float)man * 0x1p-24f;
+        return sign ? -v : v;
+    }
+    return u2f(sign | ((exp + 112) << 23) | (man << 13));
+}
+
+uint16_t terse__float_to_half(float f)
+{
+    uint32_t u = f2u(f);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
+    uint32_t a = u & 0x7fffffffu;
+    if (a >= 0x7f800000u) /* inf or NaN (keep NaN quiet and non-zero) */
+        return sign | 0x7c00 | (a > 0x7f800000u ? (0x200 | ((a >> 13) & 0x3ff)) : 0);
+    if (a >= 0x477ff000u) /* rounds to >= 65520: overflow */
+        return sign | 0x7c00;
+    if (a < 0x38800000u) {
+        /* result is subnormal in half: round a * 2^24 to an integer, ties to even */
+        float v = u2f(a) * 0x1p24f;
+        return sign | (uint16_t)lrintf(v); /* default rounding mode: nearest even */
+    }
+    uint32_t r = a + 0xfffu + ((a >> 13) & 1); /* round to nearest even on bit 13 */
+    return sign | (uint16_t)((r - 0x38000000u) >> 13);
+}
+
+float terse__bf16_to_float(uint16_t h) { return u2f((uint32_t)h << 16); }
+
+uint16_t terse__float_to_bf16(float f)
+{
+    uint32_t u = f2u(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40); /* quiet NaN, payload kept non-zero */
+    u += 0x7fffu + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+/* Deterministic min/max: any NaN gives the canonical NaN, -0 < +0. */
+#define FMIN(a, b) (isnan(a) || isnan(b) ? NAN : (a) < (b) ? (a) : (b) < (a) ? (b) : signbit(a) ? (a) : (b))
+#define FMAX(a, b) (isnan(a) || isnan(b) ? NAN : (a) > (b) ? (a) : (b) > (a) ? (b) : signbit(a) ? (b) : (a))
+#define IMIN(a, b) ((a) < (b) ? (a) : (b))
+#define IMAX(a, b) ((a) > (b) ? (a) : (b))
+#define ADD(a, b) ((a) + (b))
+#define MUL(a, b) ((a) * (b))
+/* Integer sums and products wrap (two's complement) instead of being UB. */
+#define IADD32(a, b) ((int32_t)((uint32_t)(a) + (uint32_t)(b)))
+#define IMUL32(a, b) ((int32_t)((uint32_t)(a) * (uint32_t)(b)))
+#define IADD64(a, b) ((int64_t)((uint64_t)(a) + (uint64_t)(b)))
+#define IMUL64(a, b) ((int64_t)((uint64_t)(a) * (uint64_t)(b)))
+
+#define DEFINE_KERNEL(name, T, F)                                                        \
+    static void name(T *restrict d, const T *restrict s, size_t n, int src_first)         \
+    {                                                                                    \
+        if (src_first)                                                                   \
+            for (size_t i = 0; i < n; i++)                                               \
+                d[i] = F(s[i], d[i]);                                                    \
+        else                                                                             \
+            for (size_t i = 0; i < n; i++)                                               \
+                d[i] = F(d[i], s[i]);                                                    \
+    }
+
+#define DEFINE_HALF_KERNEL(name, F, TOF, FROMF)                                          \
+    static void name(uint16_t *restrict d, const uint16_t *restrict s, size_t n,         \
+                     int src_first)                                                      \
+    {                                                                                    \
+        for (size_t i = 0; i < n; i++) {                                                 \
+            float a = TOF(d[i]), b = TOF(s[i]);                                          \
+            d[i] = FROMF(src_first ? F(b, a) : F(a, b));                                 \
+        }                                                                                \
+    }
+
+#define DEFINE_FLOAT_OPS(pfx, T)                                                         \
+    DEFINE_KERNEL(pfx##_sum, T, ADD)                                                     \
+    DEFINE_KERNEL(pfx##_prod, T, MUL)                                                    \
+    DEFINE_KERNEL(pfx##_min, T, FMIN)                                                    \
+    DEFINE_KERNEL(pfx##_max, T, FMAX)
+#define DEFINE_HALF_OPS(pfx, TOF, FROMF)                                                 \
+    DEFINE_HALF_KERNEL(pfx##_sum, ADD, TOF, FROMF)                                       \
+    DEFINE_HALF_KERNEL(pfx##_prod, MUL, TOF, FROMF)                                      \
+    DEFINE_HALF_KERNEL(pfx##_min, FMIN, TOF, FROMF)                                      \
+    DEFINE_HALF_KERNEL(pfx##_max, FMAX, TOF, FROMF)
+
+DEFINE_FLOAT_OPS(f32, float)
+DEFINE_FLOAT_OPS(f64, double)
+DEFINE_HALF_OPS(f16, terse__half_to_float, terse__float_to_half)
+DEFINE_HALF_OPS(bf16, terse__bf16_to_float, terse__float_to_bf16)
+DEFINE_KERNEL(i32_sum, int32_t, IADD32)
+DEFINE_KERNEL(i32_prod, int32_t, IMUL32)
+DEFINE_KERNEL(i32_min, int32_t, IMIN)
+DEFINE_KERNEL(i32_max, int32_t, IMAX)
+DEFINE_KERNEL(i64_sum, int64_t, IADD64)
+DEFINE_KERNEL(i64_prod, int64_t, IMUL64)
+DEFINE_KERNEL(i64_min, int64_t, IMIN)
+DEFINE_KERNEL(i64_max, int64_t, IMAX)
+
+typedef void (*kernel_fn)(void *, const void *, size_t, int);
+#define K(f) ((kernel_fn)(f))
+/* AVG reduces like SUM; the division happens once, in terse__scale_avg. */
+static const kernel_fn kernels[TERSE_DTYPE_COUNT][TERSE_OP_COUNT] = {
+    [TERSE_FLOAT32] = {K(f32_sum), K(f32_prod), K(f32_min), K(f32_max), K(f32_sum)},
+    [TERSE_FLOAT64] = {K(f64_sum), K(f64_prod), K(f64_min), K(f64_max), K(f64_sum)},
+    [TERSE_FLOAT16] = {K(f16_sum), K(f16_prod), K(f16_min), K(f16_max), K(f16_sum)},
+    [TERSE_BFLOAT16] = {K(bf16_sum), K(bf16_prod), K(bf16_min), K(bf16_max), K(bf16_sum)},
+    [TERSE_INT32] = {K(i32_sum), K(i32_prod), K(i32_min), K(i32_max), K(i32_sum)},
+    [TERSE_INT64] = {K(i64_sum), K(i64_prod), K(i64_min), K(i64_max), K(i64_sum)},
+};
+
+void terse__reduce(terse_dtype_t dtype, terse_op_t op, void *dst, const void *src, size_t count,
+                   int src_first)
+{
+    kernels[dtype][op](dst, src, count, src_first);
+}
+
+void terse__scale_avg(terse_dtype_t dtype, void *buf, size_t count, int n)
+{
+    switch (dtype) {
+    case TERSE_FLOAT32: {
+        float *p = buf;
+        for (size_t i = 0; i < count; i++)
+            p[i] /= (float)n;
+        break;
+    }
+    case TERSE_FLOAT64: {
+        double *p = buf;
+        for (size_t i = 0; i < count; i++)
+            p[i] /= (double)n;
+        break;
+    }
+    case TERSE_FLOAT16: {
+        uint16_t *p = buf;
+        for (size_t i = 0; i < count; i++)
+            p[i] = terse__float_to_half(terse__half_to_float(p[i]) / (float)n);
+        break;
+    }
+    case TERSE_BFLOAT16: {
+        uint16_t *p = buf;
+        for (size_t i = 0; i < count; i++)
+            p[i] = terse__float_to_bf16(terse__bf16_to_float(p[i]) / (float)n);
+        break;
+    }
+    case TERSE_INT32: {
+        int32_t *p = buf;
+        for (size_t i = 0; i < count; i++)
+            p[i] /= n;
+        break;
+    }
+    case TERSE_INT64: {
+        int64_t *p = buf;
+        for (size_t i = 0; i < count; i++)
+            p[i] /= n;
+        break;
+    }
+    default:
+        break;
+    }
+}

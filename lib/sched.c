@@ -1,0 +1,492 @@
+/*
+ * sched.c - the schedule executor: issues chunk sends when their
+ * dependencies are met and the peer has a free slot, consumes arrived slots
+ * into user memory, runs local steps, and detects mismatches, dead peers and
+ * timeouts. Nothing here knows which algorithm built the schedule.
+ */
+#include "sched.h"
+#include "dtype.h"
+#include "log.h"
+#include "net.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *coll_names[] = {"?", "allreduce", "reduce_scatter", "allgather",
+                                   "allgatherv", "broadcast", "barrier"};
+
+static uint64_t mix64(uint64_t h, uint64_t v)
+{
+    return terse__hash64(&v, sizeof(v), h);
+}
+
+terse_status_t terse__sched_new(terse_comm_t *comm, terse_coll_t coll, terse_dtype_t dtype,
+                                terse_op_t op, int root, uint64_t count, uint64_t sig_extra,
+                                terse_request_t **req_out)
+{
+    terse_request_t *req = calloc(1, sizeof(*req));
+    if (!req)
+        return TERSE_ERR_NO_MEMORY;
+    req->comm = comm;
+    req->coll = coll;
+    req->dtype = dtype;
+    req->op = op;
+    req->root = root;
+    req->count = count;
+    req->seq = comm->next_seq++;
+    uint64_t h = mix64(0, (uint64_t)coll);
+    h = mix64(h, (uint64_t)dtype);
+    h = mix64(h, (uint64_t)op);
+    h = mix64(h, (uint64_t)(int64_t)root);
+    h = mix64(h, count);
+    req->sig = mix64(h, sig_extra);
+    req->status = TERSE_IN_PROGRESS;
+    *req_out = req;
+    return TERSE_OK;
+}
+
+int terse__sched_add(terse_request_t *req, terse_opkind_t kind, terse_action_t action, int peer,
+                     void *dst, const void *src, size_t bytes, int dep0, int dep1)
+{
+    if (req->nops == req->cap) {
+        int cap = req->cap ? 2 * req->cap : 64;
+        terse_sched_op_t *ops = realloc(req->ops, (size_t)cap * sizeof(*ops));
+        if (!ops)
+            return -1;
+        req->ops = ops;
+        req->cap = cap;
+    }
+    terse_sched_op_t *o = &req->ops[req->nops];
+    *o = (terse_sched_op_t){.kind = (uint8_t)kind, .action = (uint8_t)action, .peer = peer,
+                            .dst = dst, .src = src, .bytes = bytes, .dep = {dep0, dep1}};
+    return req->nops++;
+}
+
+void terse__sched_free(terse_request_t *req)
+{
+    if (!req)
+        return;
+    free(req->ops);
+    free(req->send_idx);
+    free(req->send_off);
+    free(req->send_cur);
+    free(req->recv_idx);
+    free(req->recv_off);
+    free(req->recv_cur);
+    free(req->local_idx);
+    free(req->scratch);
+    free(req);
+}
+
+/* Bucket ops by peer (counting sort keeps schedule order within a peer). */
+static int build_lists(terse_request_t *req, int kind, int **idx, int **off, int **cur)
+{
+    int n = req->comm->size;
+    *off = calloc((size_t)n + 1, sizeof(int));
+    *cur = calloc((size_t)n, sizeof(int));
+    *idx = malloc(sizeof(int) * (size_t)(req->nops ? req->nops : 1));
+    if (!*off || !*cur || !*idx)
+        return -1;
+    for (int i = 0; i < req->nops; i++)
+        if (req->ops[i].kind == kind)
+            (*off)[req->ops[i].peer + 1]++;
+    for (int p = 0; p < n; p++)
+        (*off)[p + 1] += (*off)[p];
+    int *fill = *cur; /* temporarily used as insertion cursor */
+    for (int i = 0; i < req->nops; i++)
+        if (req->ops[i].kind == kind) {
+            int p = req->ops[i].peer;
+            (*idx)[(*off)[p] + fill[p]++] = i;
+        }
+    memset(fill, 0, sizeof(int) * (size_t)n);
+    return 0;
+}
+
+static void request_finish(terse_comm_t *comm, terse_request_t *req, terse_status_t st)
+{
+    /* unlink */
+    terse_request_t **pp = &comm->req_head, *prev = NULL;
+    while (*pp && *pp != req) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (*pp) {
+        *pp = req->next;
+        if (comm->req_tail == req)
+            comm->req_tail = prev;
+    }
+    req->next = NULL;
+    req->done = 1;
+    req->status = st;
+    free(req->scratch);
+    req->scratch = NULL;
+    if (req->freed_by_user)
+        terse__sched_free(req);
+}
+
+terse_status_t terse__sched_commit(terse_request_t *req)
+{
+    terse_comm_t *comm = req->comm;
+    if (comm->error != TERSE_OK) {
+        terse_status_t st = comm->error;
+        terse__sched_free(req);
+        return st;
+    }
+    if (build_lists(req, TERSE_OPK_SEND, &req->send_idx, &req->send_off, &req->send_cur) ||
+        build_lists(req, TERSE_OPK_RECV, &req->recv_idx, &req->recv_off, &req->recv_cur)) {
+        terse__sched_free(req);
+        return TERSE_ERR_NO_MEMORY;
+    }
+    req->local_idx = malloc(sizeof(int) * (size_t)(req->nops ? req->nops : 1));
+    if (!req->local_idx) {
+        terse__sched_free(req);
+        return TERSE_ERR_NO_MEMORY;
+    }
+    for (int i = 0; i < req->nops; i++)
+        if (req->ops[i].kind == TERSE_OPK_LOCAL)
+            req->local_idx[req->nlocal++] = i;
+    req->remaining = req->nops;
+    if (comm->req_tail)
+        comm->req_tail->next = req;
+    else
+        comm->req_head = req;
+    comm->req_tail = req;
+    comm->last_activity = terse__now();
+    if (req->nops == 0)
+        request_finish(comm, req, TERSE_OK);
+    else
+        terse__comm_progress(comm, 0);
+    return TERSE_OK;
+}
+
+static inline int deps_done(const terse_request_t *req, const terse_sched_op_t *o)
+{
+    return (o->dep[0] < 0 || req->ops[o->dep[0]].done) && (o->dep[1] < 0 || req->ops[o->dep[1]].done);
+}
+
+static inline void op_done(terse_request_t *req, terse_sched_op_t *o)
+{
+    o->done = 1;
+    req->remaining--;
+}
+
+static terse_request_t *find_seq(terse_comm_t *comm, uint32_t seq)
+{
+    for (terse_request_t *r = comm->req_head; r; r = r->next)
+        if (r->seq == seq)
+            return r;
+    return NULL;
+}
+
+/* Post every send that may go: in order per peer, one request at a time. */
+static int issue_sends(terse_comm_t *comm)
+{
+    int moved = 0;
+    for (int p = 0; p < comm->size; p++) {
+        if (p == comm->rank)
+            continue;
+        terse_chan_t *ch = &comm->chans[p];
+        for (terse_request_t *req = comm->req_head; req; req = req->next) {
+            int *cur = &req->send_cur[p];
+            int end = req->send_off[p + 1] - req->send_off[p];
+            while (*cur < end && ch->sent - ch->credited < (uint64_t)comm->nslots) {
+                int oi = req->send_idx[req->send_off[p] + *cur];
+                terse_sched_op_t *o = &req->ops[oi];
+                if (!deps_done(req, o))
+                    break;
+                if (ch->bye || ch->lost) {
+                    terse__comm_fail(comm, TERSE_ERR_PEER_FAILED, p, 1,
+                                     "rank %d is gone (%s) but %s #%u still sends to it", p,
+                                     ch->bye ? "destroyed its communicator" : "connection lost",
+                                     coll_names[req->coll], req->seq);
+                    return moved;
+                }
+                uint32_t slot = (uint32_t)(ch->sent % (uint64_t)comm->nslots);
+                terse_wire_hdr_t *h =
+                    (terse_wire_hdr_t *)(comm->hdr_region +
+                                         ((size_t)p * (size_t)comm->nslots + slot) * TERSE_HDR_SIZE);
+                *h = (terse_wire_hdr_t){.magic = TERSE_WIRE_MAGIC, .seq = req->seq, .sig = req->sig,
+                                        .stream = (uint32_t)*cur, .bytes = (uint32_t)o->bytes,
+                                        .src = comm->rank, .coll = (uint8_t)req->coll,
+                                        .dtype = (uint8_t)req->dtype, .op = (uint8_t)req->op,
+                                        .root = req->root, .count = req->count};
+                terse_tp_iov_t iov[2] = {{h, TERSE_HDR_SIZE, comm->hdr_mr}, {o->src, o->bytes, NULL}};
+                uint64_t off = ((size_t)comm->rank * (size_t)comm->nslots + slot) * comm->slot_stride;
+                terse_status_t st = comm->tp_ops->write_notify(
+                    comm->tp, p, iov, o->bytes ? 2 : 1, comm->rkeys + (size_t)p * TERSE_TP_RKEY_MAX,
+                    off, TERSE_IMM(TERSE_IMM_DATA, slot), ((uint64_t)req->seq << 32) | (uint32_t)oi);
+                if (st != TERSE_OK) {
+                    terse__comm_fail(comm, st, p, 1, "write to rank %d failed: %s", p,
+                                     terse_strerror(st));
+                    return moved;
+                }
+                o->posted = 1;
+                ch->sent++;
+                (*cur)++;
+                moved++;
+            }
+            if (*cur < end)
+                break; /* later requests wait their turn on this peer */
+        }
+    }
+    return moved;
+}
+
+static void describe(char *buf, size_t len, int coll, int dtype, int op, uint64_t count, uint32_t seq)
+{
+    snprintf(buf, len, "%s #%u (count %llu, %s, %s)", coll >= 1 && coll <= 6 ? coll_names[coll] : "?",
+             seq, (unsigned long long)count, terse_dtype_name((terse_dtype_t)dtype),
+             terse_op_name((terse_op_t)op));
+}
+
+/* Consume arrived slots of every peer, oldest first. */
+static int process_arrivals(terse_comm_t *comm)
+{
+    int moved = 0;
+    for (int p = 0; p < comm->size && comm->error == TERSE_OK; p++) {
+        terse_chan_t *ch = &comm->chans[p];
+        while (ch->consumed < ch->arrived && comm->error == TERSE_OK) {
+            uint32_t slot = (uint32_t)(ch->consumed % (uint64_t)comm->nslots);
+            char *base = comm->recv_region + ((size_t)p * (size_t)comm->nslots + slot) * comm->slot_stride;
+            terse_wire_hdr_t *h = (terse_wire_hdr_t *)base;
+            if (h->magic != TERSE_WIRE_MAGIC || h->src != p || h->bytes > comm->chunk) {
+                terse__comm_fail(comm, TERSE_ERR_PROTOCOL, p, 1,
+                                 "malformed chunk header from rank %d (magic %08x, src %d, %u bytes)",
+                                 p, h->magic, h->src, h->bytes);
+                return moved;
+            }
+            terse_request_t *req = find_seq(comm, h->seq);
+            if (!req) {
+                if ((int32_t)(h->seq - comm->next_seq) >= 0)
+                    break; /* the peer is ahead of us: keep it until we start that call */
+                char theirs[128];
+                describe(theirs, sizeof(theirs), h->coll, h->dtype, h->op, h->count, h->seq);
+                terse__comm_fail(comm, TERSE_ERR_MISMATCH, p, 1,
+                                 "rank %d sent data for %s, which this rank has already completed "
+                                 "(ranks called different collectives or counts)", p, theirs);
+                return moved;
+            }
+            int *cur = &req->recv_cur[p];
+            int end = req->recv_off[p + 1] - req->recv_off[p];
+            terse_sched_op_t *o =
+                *cur < end ? &req->ops[req->recv_idx[req->recv_off[p] + *cur]] : NULL;
+            if (h->sig != req->sig || !o || h->stream != (uint32_t)*cur || h->bytes != o->bytes) {
+                char theirs[128], ours[128];
+                describe(theirs, sizeof(theirs), h->coll, h->dtype, h->op, h->count, h->seq);
+                describe(ours, sizeof(ours), req->coll, req->dtype, req->op, req->count, req->seq);
+                terse__comm_fail(comm, TERSE_ERR_MISMATCH, p, 1,
+                                 "mismatched collectives: rank %d called %s%s, rank %d called %s",
+                                 p, theirs, h->sig == req->sig ? " with other sizes or root" : "",
+                                 comm->rank, ours);
+                return moved;
+            }
+            if (!deps_done(req, o))
+                break;
+            const char *payload = base + TERSE_HDR_SIZE;
+            size_t esz = terse_dtype_size(req->dtype);
+            switch (o->action) {
+            case TERSE_ACT_COPY:
+                memcpy(o->dst, payload, o->bytes);
+                break;
+            case TERSE_ACT_REDUCE3:
+                if (o->dst != o->src)
+                    memcpy(o->dst, o->src, o->bytes);
+                /* fall through */
+            case TERSE_ACT_REDUCE:
+                terse__reduce(req->dtype, req->op, o->dst, payload, o->bytes / esz, o->src_first);
+                break;
+            default:
+                break;
+            }
+            if (o->finalize && req->op == TERSE_AVG)
+                terse__scale_avg(req->dtype, o->dst, o->bytes / esz, comm->size);
+            op_done(req, o);
+            (*cur)++;
+            ch->consumed++;
+            ch->credits_owed++;
+            moved++;
+        }
+    }
+    /* Return freed slots, batched per peer. */
+    for (int p = 0; p < comm->size && comm->error == TERSE_OK; p++) {
+        terse_chan_t *ch = &comm->chans[p];
+        if (!ch->credits_owed || ch->lost)
+            continue;
+        terse_status_t st = comm->tp_ops->write_notify(
+            comm->tp, p, NULL, 0, NULL, 0, TERSE_IMM(TERSE_IMM_CREDIT, ch->credits_owed), UINT64_MAX);
+        if (st != TERSE_OK && !ch->bye)
+            terse__comm_fail(comm, st, p, 1, "cannot return credits to rank %d: %s", p,
+                             terse_strerror(st));
+        ch->credits_owed = 0;
+    }
+    return moved;
+}
+
+static int run_locals(terse_comm_t *comm)
+{
+    int moved = 0;
+    for (terse_request_t *req = comm->req_head; req; req = req->next) {
+        while (req->local_cur < req->nlocal) {
+            terse_sched_op_t *o = &req->ops[req->local_idx[req->local_cur]];
+            if (!deps_done(req, o))
+                break;
+            if (o->action == TERSE_ACT_MEMCPY && o->dst != o->src)
+                memcpy(o->dst, o->src, o->bytes);
+            else if (o->action == TERSE_ACT_SCALE && req->op == TERSE_AVG)
+                terse__scale_avg(req->dtype, o->dst, o->bytes / terse_dtype_size(req->dtype),
+                                 req->comm->size);
+            op_done(req, o);
+            req->local_cur++;
+            moved++;
+        }
+    }
+    return moved;
+}
+
+/* A request waiting on a peer that already left cleanly will never finish. */
+static void check_departed(terse_comm_t *comm)
+{
+    for (terse_request_t *req = comm->req_head; req; req = req->next)
+        for (int p = 0; p < comm->size; p++) {
+            terse_chan_t *ch = &comm->chans[p];
+            if ((ch->bye || ch->lost) && req->recv_cur[p] < req->recv_off[p + 1] - req->recv_off[p] &&
+                ch->consumed == ch->arrived) {
+                terse__comm_fail(comm, TERSE_ERR_PEER_FAILED, p, 1,
+                                 "rank %d %s while this rank waits for its data in %s #%u", p,
+                                 ch->bye ? "destroyed its communicator" : "is unreachable (connection lost)",
+                                 coll_names[req->coll], req->seq);
+                return;
+            }
+        }
+}
+
+static void check_timeout(terse_comm_t *comm)
+{
+    terse_request_t *req = comm->req_head;
+    double idle = terse__now() - comm->last_activity;
+    if (!req || idle < comm->cfg.timeout_sec)
+        return;
+    /* Name the first peer the oldest request is waiting for. */
+    for (int p = 0; p < comm->size; p++) {
+        terse_chan_t *ch = &comm->chans[p];
+        if (req->recv_cur[p] < req->recv_off[p + 1] - req->recv_off[p]) {
+            terse__comm_fail(comm, TERSE_ERR_TIMEOUT, p, 1,
+                             "no data from rank %d for %.1f s in %s #%u (TERSE_TIMEOUT=%g): the "
+                             "peer is stuck, slow or did not make this call",
+                             p, idle, coll_names[req->coll], req->seq, comm->cfg.timeout_sec);
+            return;
+        }
+        if (req->send_cur[p] < req->send_off[p + 1] - req->send_off[p] &&
+            ch->sent - ch->credited >= (uint64_t)comm->nslots) {
+            terse__comm_fail(comm, TERSE_ERR_TIMEOUT, p, 1,
+                             "rank %d has not freed receive slots for %.1f s in %s #%u "
+                             "(TERSE_TIMEOUT=%g)", p, idle, coll_names[req->coll], req->seq,
+                             comm->cfg.timeout_sec);
+            return;
+        }
+    }
+    terse__comm_fail(comm, TERSE_ERR_TIMEOUT, -1, 1, "no progress for %.1f s in %s #%u", idle,
+                     coll_names[req->coll], req->seq);
+}
+
+void terse__comm_on_event(void *arg, const terse_tp_event_t *ev)
+{
+    terse_comm_t *comm = arg;
+    terse_chan_t *ch = &comm->chans[ev->peer];
+    comm->last_activity = terse__now();
+    switch (ev->type) {
+    case TERSE_TP_EV_SEND_DONE: {
+        if (ev->cookie == UINT64_MAX)
+            return;
+        terse_request_t *req = find_seq(comm, (uint32_t)(ev->cookie >> 32));
+        uint32_t oi = (uint32_t)ev->cookie;
+        if (req && oi < (uint32_t)req->nops && !req->ops[oi].done)
+            op_done(req, &req->ops[oi]);
+        return;
+    }
+    case TERSE_TP_EV_PEER_ERROR:
+        ch->lost = 1;
+        /* A clean goodbye followed by the close is not an error by itself;
+         * check_departed() fails only the calls that still need the peer. */
+        if (!ch->bye)
+            terse__comm_fail(comm, ev->status, ev->peer, 1, "rank %d: %s", ev->peer,
+                             ev->msg ? ev->msg : terse_strerror(ev->status));
+        return;
+    case TERSE_TP_EV_NOTIFY:
+        break;
+    }
+    uint32_t val = TERSE_IMM_VAL(ev->imm);
+    switch (TERSE_IMM_TYPE(ev->imm)) {
+    case TERSE_IMM_DATA:
+        if (val != ch->arrived % (uint64_t)comm->nslots || ch->arrived - ch->consumed >= (uint64_t)comm->nslots) {
+            terse__comm_fail(comm, TERSE_ERR_PROTOCOL, ev->peer, 1,
+                             "rank %d wrote slot %u out of order or without credit", ev->peer, val);
+            return;
+        }
+        ch->arrived++;
+        return;
+    case TERSE_IMM_CREDIT:
+        if (val > ch->sent - ch->credited) {
+            terse__comm_fail(comm, TERSE_ERR_PROTOCOL, ev->peer, 1,
+                             "rank %d returned %u credits for %llu outstanding slots", ev->peer, val,
+                             (unsigned long long)(ch->sent - ch->credited));
+            return;
+        }
+        ch->credited += val;
+        return;
+    case TERSE_IMM_ABORT: {
+        int culprit = (int)(val >> 8);
+        terse_status_t st = (terse_status_t)(-(int)(val & 0xff));
+        if (culprit >= comm->size)
+            culprit = -1;
+        if (culprit == comm->rank)
+            terse__comm_fail(comm, st, culprit, 0, "rank %d reported an error involving this rank: %s",
+                             ev->peer, terse_strerror(st));
+        else if (culprit >= 0)
+            terse__comm_fail(comm, st, culprit, 0, "rank %d reported: %s (rank %d)", ev->peer,
+                             terse_strerror(st), culprit);
+        else
+            terse__comm_fail(comm, st, culprit, 0, "rank %d reported: %s", ev->peer, terse_strerror(st));
+        return;
+    }
+    case TERSE_IMM_BYE:
+        ch->bye = 1;
+        return;
+    }
+}
+
+void terse__comm_progress(terse_comm_t *comm, int timeout_ms)
+{
+    if (comm->error != TERSE_OK)
+        return;
+    int moved = issue_sends(comm);
+    moved += process_arrivals(comm);
+    moved += run_locals(comm);
+    if (comm->error != TERSE_OK)
+        return;
+    /* Poll without blocking when we just did work: more may already be ready. */
+    int ev = comm->tp_ops->progress(comm->tp, moved ? 0 : timeout_ms, terse__comm_on_event, comm);
+    if (ev < 0 && comm->error == TERSE_OK)
+        terse__comm_fail(comm, (terse_status_t)ev, -1, 1, "transport progress failed: %s",
+                         terse_strerror((terse_status_t)ev));
+    if (comm->error != TERSE_OK)
+        return;
+    /* Retire finished requests. */
+    for (terse_request_t *req = comm->req_head, *next; req; req = next) {
+        next = req->next;
+        if (req->remaining == 0)
+            request_finish(comm, req, TERSE_OK);
+    }
+    if (comm->req_head) {
+        check_departed(comm);
+        if (comm->error == TERSE_OK)
+            check_timeout(comm);
+    }
+}
+
+void terse__sched_fail_all(terse_comm_t *comm)
+{
+    while (comm->req_head)
+        request_finish(comm, comm->req_head, comm->error);
+}

@@ -1,0 +1,19 @@
+#!/bin/sh
+# Install, build (warnings are errors) and run the whole test suite:
+# unit tests, multi-rank collectives over every transport, fault tests, the
+# suite under mpirun, and a packaging check (make distcheck).
+set -eu
+cd "$(dirname "$0")/.."
+sh scripts/install-deps.sh
+TERSE_RECONFIGURE=1 sh scripts/build.sh --enable-werror
+status=0
+make -j2 --no-print-directory check || status=$?
+for f in tests/*.log; do
+    case "$f" in */test-suite.log) continue ;; esac
+    echo "===== $f"; cat "$f"
+done
+[ "$status" -eq 0 ] || { echo "make check failed"; exit "$status"; }
+# Packaging: the tarball builds, installs and passes the unit suite on its own.
+make --no-print-directory distcheck TESTS="tests/test_unit" DISTCHECK_CONFIGURE_FLAGS="--enable-werror" >distcheck.log 2>&1 \
+    || { tail -50 distcheck.log; echo "make distcheck failed"; exit 1; }
+echo "distcheck: OK"

@@ -1,0 +1,294 @@
+/*
+ * test_fault.c - failure behaviour: a rank killed mid-collective, a rank that
+ * stops responding, mismatched calls (count, op, dtype, collective, sequence),
+ * a process with the wrong job secret, garbage connections to the root, a rank
+ * that never shows up, and the sticky error afterwards. Every survivor must
+ * return an error (never hang) within the timeout, naming the peer.
+ */
+#include "launcher.h"
+#include "testutil.h"
+
+#include <CUnit/Basic.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *g_transport = "tcp";
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static terse_status_t mk(const terse_launch_ctx_t *ctx, double timeout, const char *secret,
+                         terse_comm_t **comm)
+{
+    terse_comm_params_t p = {.rank = ctx->rank, .size = ctx->size, .root_addr = ctx->root,
+                             .secret = secret ? secret : ctx->secret, .transport = g_transport,
+                             .timeout_sec = timeout};
+    return terse_comm_create(&p, comm);
+}
+
+/* ---- a rank dies in the middle of a large allreduce ---------------------- */
+static int body_kill(const terse_launch_ctx_t *ctx, void *arg)
+{
+    (void)arg;
+    terse_comm_t *comm;
+    RCHECK(ctx, mk(ctx, 20, NULL, &comm) == TERSE_OK, "create");
+    size_t n = 8 << 20;
+    float *x = calloc(n, sizeof(float));
+    RCHECK(ctx, terse_allreduce(comm, x, x, 1000, TERSE_FLOAT32, TERSE_SUM) == TERSE_OK, "warm-up");
+    if (ctx->rank == ctx->size - 1) {
+        terse_request_t *req;
+        terse_allreduce_start(comm, x, x, n, TERSE_FLOAT32, TERSE_SUM, &req);
+        int done;
+        for (int i = 0; i < 3; i++)
+            terse_request_test(req, &done);
+        _exit(0); /* dies with data in flight, no goodbye */
+    }
+    double t0 = now();
+    terse_status_t st = terse_allreduce(comm, x, x, n, TERSE_FLOAT32, TERSE_SUM);
+    double el = now() - t0;
+    const char *detail;
+    terse_status_t sticky = terse_comm_error(comm, &detail);
+    RCHECK(ctx, st == TERSE_ERR_PEER_FAILED, "got %s (%s), want PEER_FAILED", terse_strerror(st), detail);
+    RCHECK(ctx, el < 20, "took %.1f s", el);
+    char name[32];
+    snprintf(name, sizeof(name), "rank %d", ctx->size - 1);
+    RCHECK(ctx, strstr(detail, name) != NULL, "detail '%s' does not name %s", detail, name);
+    RCHECK(ctx, sticky == st, "error not sticky");
+    /* later calls fail at once with the same status */
+    RCHECK(ctx, terse_barrier(comm) == TERSE_ERR_PEER_FAILED, "sticky barrier");
+    RCHECK(ctx, terse_allreduce(comm, x, x, 4, TERSE_FLOAT32, TERSE_SUM) == TERSE_ERR_PEER_FAILED, "sticky");
+    terse_comm_destroy(comm);
+    free(x);
+    return 0;
+}
+
+/* ---- a rank stops responding (alive, silent) ---------------------------- */
+static int body_silent(const terse_launch_ctx_t *ctx, void *arg)
+{
+    (void)arg;
+    terse_comm_t *comm;
+    RCHECK(ctx, mk(ctx, 2.0, NULL, &comm) == TERSE_OK, "create");
+    float x[1000] = {0};
+    RCHECK(ctx, terse_allreduce(comm, x, x, 1000, TERSE_FLOAT32, TERSE_SUM) == TERSE_OK, "warm-up");
+    int silent = 1;
+    if (ctx->rank == silent) {
+        sleep(6); /* never calls the collective within the others' timeout */
+        terse_comm_destroy(comm);
+        return 0;
+    }
+    double t0 = now();
+    terse_status_t st = terse_allreduce(comm, x, x, 1000, TERSE_FLOAT32, TERSE_SUM);
+    double el = now() - t0;
+    const char *detail;
+    terse_comm_error(comm, &detail);
+    RCHECK(ctx, st == TERSE_ERR_TIMEOUT, "got %s (%s), want TIMEOUT", terse_strerror(st), detail);
+    RCHECK(ctx, el >= 1.9 && el < 5, "timeout after %.2f s, TERSE_TIMEOUT 2 s", el);
+    RCHECK(ctx, strstr(detail, "rank") != NULL, "detail '%s' names no peer", detail);
+    terse_comm_destroy(comm);
+    return 0;
+}
+
+/* ---- mismatched calls -------------------------------------------------- */
+typedef enum { MM_COUNT, MM_OP, MM_DTYPE, MM_COLL, MM_SEQ, MM_ROOT } mm_kind_t;
+
+static int body_mismatch(const terse_launch_ctx_t *ctx, void *arg)
+{
+    mm_kind_t kind = *(mm_kind_t *)arg;
+    terse_comm_t *comm;
+    RCHECK(ctx, mk(ctx, 10, NULL, &comm) == TERSE_OK, "create");
+    static float x[200000], y[200000];
+    int odd = ctx->rank == ctx->size - 1;
+    size_t count = 100000;
+    RCHECK(ctx, terse_allreduce(comm, x, y, count, TERSE_FLOAT32, TERSE_SUM) == TERSE_OK, "first call");
+    terse_status_t st;
+    switch (kind) {
+    case MM_COUNT: st = terse_allreduce(comm, x, y, odd ? count + 5 : count, TERSE_FLOAT32, TERSE_SUM); break;
+    case MM_OP: st = terse_allreduce(comm, x, y, count, TERSE_FLOAT32, odd ? TERSE_MAX : TERSE_SUM); break;
+    case MM_DTYPE: st = terse_allreduce(comm, x, y, count, odd ? TERSE_INT32 : TERSE_FLOAT32, TERSE_SUM); break;
+    case MM_COLL:
+        st = odd ? terse_broadcast(comm, x, y, count, TERSE_FLOAT32, 0)
+                 : terse_allreduce(comm, x, y, count, TERSE_FLOAT32, TERSE_SUM);
+        if (odd && st == TERSE_OK) /* a receiver-only rank may finish; the next call must fail */
+            st = terse_barrier(comm);
+        break;
+    case MM_ROOT:
+        st = terse_broadcast(comm, x, y, count, TERSE_FLOAT32, odd ? 1 : 0);
+        if (st == TERSE_OK)
+            st = terse_barrier(comm);
+        break;
+    default: /* MM_SEQ: one rank makes an extra call first */
+        st = TERSE_OK;
+        if (odd)
+            st = terse_allreduce(comm, x, y, 7, TERSE_FLOAT32, TERSE_SUM);
+        if (st == TERSE_OK)
+            st = terse_allreduce(comm, x, y, count, TERSE_FLOAT32, TERSE_SUM);
+        if (st == TERSE_OK)
+            st = terse_barrier(comm);
+        break;
+    }
+    const char *detail;
+    terse_comm_error(comm, &detail);
+    RCHECK(ctx, st == TERSE_ERR_MISMATCH, "kind %d: got %s (%s), want MISMATCH", (int)kind, terse_strerror(st), detail);
+    terse_comm_destroy(comm);
+    return 0;
+}
+
+/* ---- wrong job secret and stray connections ----------------------------- */
+static int body_secret(const terse_launch_ctx_t *ctx, void *arg)
+{
+    (void)arg;
+    /* rank 0 and 1 are the job (size 2); "rank 2" is an intruder that claims
+     * to be rank 1 with another secret, and arrives first. */
+    terse_launch_ctx_t c = *ctx;
+    c.size = 2;
+    if (ctx->rank == 2) {
+        c.rank = 1;
+        terse_comm_t *comm = NULL;
+        terse_status_t st = mk(&c, 5, "another-job", &comm);
+        RCHECK(ctx, st == TERSE_ERR_AUTH, "intruder got %s, want AUTH", terse_strerror(st));
+        RCHECK(ctx, comm == NULL, "intruder got a communicator");
+        return 0;
+    }
+    if (ctx->rank == 0) {
+        /* strays: a connection that sends garbage and one that sends nothing */
+        struct sockaddr_in a = {.sin_family = AF_INET};
+        inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+        a.sin_port = htons((uint16_t)atoi(strchr(ctx->root, ':') + 1));
+        if (fork() == 0) {
+            usleep(100000);
+            for (int k = 0; k < 2; k++) {
+                int fd = socket(AF_INET, SOCK_STREAM, 0);
+                if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && k == 0)
+                    (void)!write(fd, "GET / HTTP/1.0\r\n\r\n", 18);
+                usleep(50000);
+                close(fd);
+            }
+            _exit(0);
+        }
+    }
+    if (ctx->rank == 1)
+        usleep(800000); /* the intruder comes first */
+    terse_comm_t *comm;
+    terse_status_t st = mk(&c, 15, NULL, &comm);
+    RCHECK(ctx, st == TERSE_OK, "real rank %d: %s", c.rank, terse_strerror(st));
+    int v = c.rank + 1, sum = 0;
+    RCHECK(ctx, terse_allreduce(comm, &v, &sum, 1, TERSE_INT32, TERSE_SUM) == TERSE_OK, "allreduce");
+    RCHECK(ctx, sum == 3, "sum %d", sum);
+    terse_comm_destroy(comm);
+    return 0;
+}
+
+/* ---- a rank never shows up: creation times out ------------------------- */
+static int body_absent(const terse_launch_ctx_t *ctx, void *arg)
+{
+    (void)arg;
+    if (ctx->rank == 2)
+        return 0; /* never joins */
+    terse_comm_t *comm = NULL;
+    double t0 = now();
+    terse_status_t st = mk(ctx, 2, NULL, &comm);
+    double el = now() - t0;
+    RCHECK(ctx, st == TERSE_ERR_TIMEOUT, "got %s, want TIMEOUT", terse_strerror(st));
+    RCHECK(ctx, comm == NULL, "got a communicator");
+    RCHECK(ctx, el < 6, "took %.1f s", el);
+    return 0;
+}
+
+/* ---- a peer that destroyed its communicator is reported, not waited for -- */
+static int body_departed(const terse_launch_ctx_t *ctx, void *arg)
+{
+    (void)arg;
+    terse_comm_t *comm;
+    RCHECK(ctx, mk(ctx, 30, NULL, &comm) == TERSE_OK, "create");
+    int v = 1, s;
+    RCHECK(ctx, terse_allreduce(comm, &v, &s, 1, TERSE_INT32, TERSE_SUM) == TERSE_OK, "first");
+    if (ctx->rank == 0) {
+        terse_comm_destroy(comm);
+        return 0;
+    }
+    usleep(200000);
+    double t0 = now();
+    terse_status_t st = terse_allreduce(comm, &v, &s, 1, TERSE_INT32, TERSE_SUM);
+    const char *detail;
+    terse_comm_error(comm, &detail);
+    RCHECK(ctx, st == TERSE_ERR_PEER_FAILED, "got %s (%s)", terse_strerror(st), detail);
+    RCHECK(ctx, now() - t0 < 10, "took too long");
+    terse_comm_destroy(comm);
+    return 0;
+}
+
+/* ---- CUnit plumbing ----------------------------------------------------- */
+static void expect_ok(int n, double limit, terse_rank_fn fn, void *arg, const char *what)
+{
+    int codes[8];
+    int rc = terse_launch(n, limit, fn, arg, codes);
+    if (rc < 0)
+        return;
+    for (int r = 0; r < n; r++)
+        if (codes[r])
+            fprintf(stderr, "  %s: rank %d exited with %d%s\n", what, r, codes[r],
+                    codes[r] == TERSE_LAUNCH_TIMEOUT ? " (hung: killed by the launcher)" : "");
+    CU_ASSERT_EQUAL(rc, 0);
+}
+
+static void t_kill3(void) { expect_ok(3, 60, body_kill, NULL, "kill 3"); }
+static void t_kill5(void) { expect_ok(5, 60, body_kill, NULL, "kill 5"); }
+static void t_silent(void) { expect_ok(4, 30, body_silent, NULL, "silent"); }
+static void t_secret(void) { expect_ok(3, 40, body_secret, NULL, "secret"); }
+static void t_absent(void) { expect_ok(3, 30, body_absent, NULL, "absent"); }
+static void t_departed(void) { expect_ok(3, 30, body_departed, NULL, "departed"); }
+#define MM(name, k)                                                        \
+    static void t_mm_##name(void)                                          \
+    {                                                                      \
+        mm_kind_t kind = k;                                                \
+        expect_ok(3, 60, body_mismatch, &kind, "mismatch " #name);         \
+        expect_ok(4, 60, body_mismatch, &kind, "mismatch " #name);         \
+    }
+MM(count, MM_COUNT)
+MM(op, MM_OP)
+MM(dtype, MM_DTYPE)
+MM(coll, MM_COLL)
+MM(seq, MM_SEQ)
+MM(root, MM_ROOT)
+
+int main(void)
+{
+    const char *list = getenv("TERSE_TEST_TRANSPORTS");
+    static char buf[128];
+    snprintf(buf, sizeof(buf), "%s", list && *list ? list : "tcp");
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 2;
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    int failures = 0;
+    for (char *save, *tp = strtok_r(buf, ",", &save); tp; tp = strtok_r(NULL, ",", &save)) {
+        g_transport = tp;
+        char name[64];
+        snprintf(name, sizeof(name), "faults over %s", tp);
+        CU_pSuite s = CU_add_suite(name, NULL, NULL);
+        CU_add_test(s, "rank killed mid-allreduce (3 ranks)", t_kill3);
+        CU_add_test(s, "rank killed mid-allreduce (5 ranks)", t_kill5);
+        CU_add_test(s, "silent rank -> TERSE_TIMEOUT", t_silent);
+        CU_add_test(s, "mismatched count", t_mm_count);
+        CU_add_test(s, "mismatched op", t_mm_op);
+        CU_add_test(s, "mismatched dtype", t_mm_dtype);
+        CU_add_test(s, "mismatched collective", t_mm_coll);
+        CU_add_test(s, "mismatched sequence (extra call)", t_mm_seq);
+        CU_add_test(s, "mismatched broadcast root", t_mm_root);
+        CU_add_test(s, "wrong job secret and stray connections", t_secret);
+        CU_add_test(s, "rank never joins -> creation times out", t_absent);
+        CU_add_test(s, "peer destroyed its communicator", t_departed);
+        CU_basic_run_suite(s);
+        failures += (int)CU_get_number_of_tests_failed();
+    }
+    CU_cleanup_registry();
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,262 @@
+/* test_unit.c - single-process unit tests: statuses, config parsing, 16-bit
+ * float conversion, reduction kernels, argument checking. */
+#include "config.h"
+#include "dtype.h"
+#include "terse.h"
+
+#include <CUnit/Basic.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void test_status_strings(void)
+{
+    CU_ASSERT_STRING_EQUAL(terse_strerror(TERSE_OK), "success");
+    CU_ASSERT_PTR_NOT_NULL(strstr(terse_strerror(TERSE_ERR_MEMLOCK), "ulimit -l"));
+    CU_ASSERT_STRING_EQUAL(terse_strerror((terse_status_t)-999), "unknown status");
+    /* every status in the list has its own message */
+#define CHECK_(name, value, msg) CU_ASSERT_STRING_EQUAL(terse_strerror(name), msg);
+    TERSE_STATUS_LIST(CHECK_)
+#undef CHECK_
+    CU_ASSERT_STRING_EQUAL(terse_version(), "0.1.0");
+}
+
+static void test_dtype_tables(void)
+{
+    CU_ASSERT_EQUAL(terse_dtype_size(TERSE_FLOAT32), 4);
+    CU_ASSERT_EQUAL(terse_dtype_size(TERSE_FLOAT64), 8);
+    CU_ASSERT_EQUAL(terse_dtype_size(TERSE_FLOAT16), 2);
+    CU_ASSERT_EQUAL(terse_dtype_size(TERSE_BFLOAT16), 2);
+    CU_ASSERT_EQUAL(terse_dtype_size(TERSE_INT32), 4);
+    CU_ASSERT_EQUAL(terse_dtype_size(TERSE_INT64), 8);
+    CU_ASSERT_EQUAL(terse_dtype_size((terse_dtype_t)99), 0);
+    CU_ASSERT_STRING_EQUAL(terse_dtype_name(TERSE_BFLOAT16), "bfloat16");
+    CU_ASSERT_STRING_EQUAL(terse_op_name(TERSE_AVG), "avg");
+    CU_ASSERT_STRING_EQUAL(terse_op_name((terse_op_t)-1), "invalid");
+}
+
+static void test_parse_size(void)
+{
+    size_t v;
+    CU_ASSERT(terse__parse_size("123", &v) == 0 && v == 123);
+    CU_ASSERT(terse__parse_size("64K", &v) == 0 && v == 65536);
+    CU_ASSERT(terse__parse_size("4M", &v) == 0 && v == 4u << 20);
+    CU_ASSERT(terse__parse_size("1GiB", &v) == 0 && v == 1u << 30);
+    CU_ASSERT(terse__parse_size("", &v) != 0);
+    CU_ASSERT(terse__parse_size("-4", &v) != 0);
+    CU_ASSERT(terse__parse_size("12Q", &v) != 0);
+}
+
+static void test_config_env(void)
+{
+    terse_config_t c;
+    setenv("TERSE_TIMEOUT", "2.5", 1);
+    setenv("TERSE_CHUNK_SIZE", "64K", 1);
+    setenv("TERSE_SLOTS", "banana", 1); /* bad value: default kept */
+    terse__config_load(&c);
+    CU_ASSERT_DOUBLE_EQUAL(c.timeout_sec, 2.5, 1e-12);
+    CU_ASSERT_EQUAL(c.chunk_size, 65536);
+    CU_ASSERT_EQUAL(c.slots, 8);
+    unsetenv("TERSE_TIMEOUT");
+    unsetenv("TERSE_CHUNK_SIZE");
+    unsetenv("TERSE_SLOTS");
+    terse__config_load(&c);
+    CU_ASSERT_DOUBLE_EQUAL(c.timeout_sec, 60, 1e-12);
+    CU_ASSERT_STRING_EQUAL(c.transport, "auto");
+
+    /* the knob listing names every variable with its help */
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    terse_config_print(f);
+    fclose(f);
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "TERSE_TIMEOUT"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "TERSE_DEBUG_SUBSYS"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "default="));
+    free(text);
+}
+
+static void test_launcher_env(void)
+{
+    terse_launch_env_t e;
+    setenv("OMPI_COMM_WORLD_RANK", "3", 1);
+    setenv("OMPI_COMM_WORLD_SIZE", "8", 1);
+    setenv("SLURM_PROCID", "1", 1);
+    setenv("SLURM_NTASKS", "2", 1);
+    terse__config_launch_env(&e);
+    CU_ASSERT_EQUAL(e.rank, 3); /* OMPI wins over SLURM */
+    CU_ASSERT_EQUAL(e.size, 8);
+    CU_ASSERT_STRING_EQUAL(e.source, "OMPI");
+    unsetenv("OMPI_COMM_WORLD_RANK");
+    unsetenv("OMPI_COMM_WORLD_SIZE");
+    terse__config_launch_env(&e);
+    CU_ASSERT_EQUAL(e.rank, 1);
+    CU_ASSERT_STRING_EQUAL(e.source, "SLURM");
+    unsetenv("SLURM_PROCID");
+    unsetenv("SLURM_NTASKS");
+    setenv("RANK", "2", 1);
+    setenv("WORLD_SIZE", "4", 1);
+    setenv("MASTER_ADDR", "10.0.0.1", 1);
+    setenv("MASTER_PORT", "29500", 1);
+    terse__config_launch_env(&e);
+    CU_ASSERT_EQUAL(e.rank, 2);
+    CU_ASSERT_STRING_EQUAL(e.source, "TORCHRUN");
+    CU_ASSERT_STRING_EQUAL(e.master, "10.0.0.1:29500");
+    unsetenv("RANK");
+    unsetenv("WORLD_SIZE");
+    unsetenv("MASTER_ADDR");
+    unsetenv("MASTER_PORT");
+    terse__config_launch_env(&e);
+    CU_ASSERT_EQUAL(e.rank, -1);
+}
+
+static uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+static void test_half(void)
+{
+    /* every finite half survives the round trip through float exactly */
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = terse__half_to_float((uint16_t)h);
+        if (isnan(f))
+            bad += !isnan(terse__half_to_float(terse__float_to_half(f)));
+        else
+            bad += terse__float_to_half(f) != h;
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT_EQUAL(terse__float_to_half(1.0f), 0x3c00);
+    CU_ASSERT_EQUAL(terse__float_to_half(65504.0f), 0x7bff);
+    CU_ASSERT_EQUAL(terse__float_to_half(70000.0f), 0x7c00); /* overflow -> inf */
+    CU_ASSERT_EQUAL(terse__float_to_half(-0.0f), 0x8000);
+    CU_ASSERT_EQUAL(terse__float_to_half(0x1p-24f), 0x0001);   /* smallest subnormal */
+    CU_ASSERT_EQUAL(terse__float_to_half(0x1p-26f), 0x0000);   /* rounds to zero */
+    /* ties to even: 1 + 2^-11 lies halfway between 1 and 1 + 2^-10 */
+    CU_ASSERT_EQUAL(terse__float_to_half(1.0f + 0x1p-11f), 0x3c00);
+    CU_ASSERT_EQUAL(terse__float_to_half(1.0f + 3 * 0x1p-11f), 0x3c02);
+    /* bf16 */
+    CU_ASSERT_EQUAL(terse__float_to_bf16(1.0f), 0x3f80);
+    CU_ASSERT_EQUAL(terse__float_to_bf16(1.0f + 0x1p-8f), 0x3f80);       /* tie -> even */
+    CU_ASSERT_EQUAL(terse__float_to_bf16(1.0f + 3 * 0x1p-8f), 0x3f82);   /* tie -> even (up) */
+    CU_ASSERT(isnan(terse__bf16_to_float(terse__float_to_bf16(NAN))));
+    CU_ASSERT_EQUAL(f2u(terse__bf16_to_float(0x3f80)), f2u(1.0f));
+}
+
+static void test_reduce_kernels(void)
+{
+    float a[4] = {1, -0.0f, NAN, 3}, b[4] = {2, 0.0f, 1, -3};
+    float x[4], y[4];
+    /* min is symmetric, -0 < +0, NaN wins */
+    memcpy(x, a, sizeof(x));
+    terse__reduce(TERSE_FLOAT32, TERSE_MIN, x, b, 4, 0);
+    memcpy(y, b, sizeof(y));
+    terse__reduce(TERSE_FLOAT32, TERSE_MIN, y, a, 4, 0);
+    CU_ASSERT_EQUAL(memcmp(x, y, sizeof(x)), 0);
+    CU_ASSERT_EQUAL(x[0], 1);
+    CU_ASSERT(signbit(x[1]));
+    CU_ASSERT(isnan(x[2]));
+    CU_ASSERT_EQUAL(x[3], -3);
+    memcpy(x, a, sizeof(x));
+    terse__reduce(TERSE_FLOAT32, TERSE_MAX, x, b, 4, 0);
+    CU_ASSERT(!signbit(x[1]));
+    CU_ASSERT_EQUAL(x[3], 3);
+
+    int32_t i1[3] = {INT32_MAX, -7, 5}, i2[3] = {1, 2, -5};
+    terse__reduce(TERSE_INT32, TERSE_SUM, i1, i2, 3, 0);
+    CU_ASSERT_EQUAL(i1[0], INT32_MIN); /* wraps, no UB */
+    CU_ASSERT_EQUAL(i1[1], -5);
+    terse__scale_avg(TERSE_INT32, i1 + 1, 1, 2);
+    CU_ASSERT_EQUAL(i1[1], -2); /* truncates toward zero */
+
+    uint16_t h1[2] = {terse__float_to_half(1.5f), terse__float_to_half(2)};
+    uint16_t h2[2] = {terse__float_to_half(2.25f), terse__float_to_half(3)};
+    terse__reduce(TERSE_FLOAT16, TERSE_PROD, h1, h2, 2, 1);
+    CU_ASSERT_EQUAL(terse__half_to_float(h1[0]), 3.375f);
+    CU_ASSERT_EQUAL(terse__half_to_float(h1[1]), 6.0f);
+
+    double d[2] = {1, 2}, e[2] = {0.5, 0.25};
+    terse__reduce(TERSE_FLOAT64, TERSE_AVG, d, e, 2, 0);
+    terse__scale_avg(TERSE_FLOAT64, d, 2, 2);
+    CU_ASSERT_DOUBLE_EQUAL(d[0], 0.75, 0);
+    CU_ASSERT_DOUBLE_EQUAL(d[1], 1.125, 0);
+}
+
+/* Argument checking without any network: a one-rank communicator. */
+static void test_invalid_args(void)
+{
+    terse_comm_t *comm = NULL;
+    terse_comm_params_t p = {.rank = 0, .size = 1};
+    CU_ASSERT_EQUAL(terse_comm_create(&p, NULL), TERSE_ERR_INVALID_ARG);
+    terse_comm_params_t bad = {.rank = 2, .size = 2, .root_addr = "127.0.0.1:1"};
+    CU_ASSERT_EQUAL(terse_comm_create(&bad, &comm), TERSE_ERR_INVALID_ARG);
+    CU_ASSERT_PTR_NULL(comm);
+    terse_comm_params_t badroot = {.rank = 0, .size = 2, .root_addr = "no-port-here"};
+    CU_ASSERT_EQUAL(terse_comm_create(&badroot, &comm), TERSE_ERR_INVALID_ARG);
+    terse_comm_params_t badtp = {.rank = 0, .size = 1, .transport = "carrier-pigeon"};
+    CU_ASSERT_EQUAL(terse_comm_create(&badtp, &comm), TERSE_ERR_UNSUPPORTED);
+
+    CU_ASSERT_EQUAL_FATAL(terse_comm_create(&p, &comm), TERSE_OK);
+    CU_ASSERT_EQUAL(terse_comm_size(comm), 1);
+    CU_ASSERT_STRING_EQUAL(terse_comm_transport(comm), "tcp");
+    float x[4] = {1, 2, 3, 4}, y[4];
+    CU_ASSERT_EQUAL(terse_allreduce(NULL, x, y, 4, TERSE_FLOAT32, TERSE_SUM), TERSE_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(terse_allreduce(comm, x, y, 4, (terse_dtype_t)17, TERSE_SUM), TERSE_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(terse_allreduce(comm, x, y, 4, TERSE_FLOAT32, (terse_op_t)-2), TERSE_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(terse_allreduce(comm, NULL, y, 4, TERSE_FLOAT32, TERSE_SUM), TERSE_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(terse_allreduce(comm, x, NULL, 4, TERSE_FLOAT32, TERSE_SUM), TERSE_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(terse_allreduce(comm, NULL, NULL, 0, TERSE_FLOAT32, TERSE_SUM), TERSE_OK);
+    CU_ASSERT_EQUAL(terse_allreduce(comm, x, y, (size_t)1 << 62, TERSE_FLOAT32, TERSE_SUM), TERSE_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(terse_broadcast(comm, x, y, 4, TERSE_FLOAT32, 1), TERSE_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(terse_broadcast(comm, x, y, 4, TERSE_FLOAT32, -1), TERSE_ERR_INVALID_ARG);
+    size_t counts[1] = {3};
+    CU_ASSERT_EQUAL(terse_allgatherv(comm, x, 4, y, counts, NULL, TERSE_FLOAT32), TERSE_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(terse_allgatherv(comm, x, 4, y, NULL, NULL, TERSE_FLOAT32), TERSE_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(terse_request_wait(NULL), TERSE_ERR_INVALID_ARG);
+    int done;
+    CU_ASSERT_EQUAL(terse_request_test(NULL, &done), TERSE_ERR_INVALID_ARG);
+    /* the valid calls still work on one rank */
+    CU_ASSERT_EQUAL(terse_allreduce(comm, x, y, 4, TERSE_FLOAT32, TERSE_AVG), TERSE_OK);
+    CU_ASSERT_EQUAL(y[3], 4);
+    CU_ASSERT_EQUAL(terse_barrier(comm), TERSE_OK);
+    const char *detail;
+    CU_ASSERT_EQUAL(terse_comm_error(comm, &detail), TERSE_OK);
+    CU_ASSERT_EQUAL(terse_comm_destroy(comm), TERSE_OK);
+    CU_ASSERT_EQUAL(terse_comm_destroy(NULL), TERSE_ERR_INVALID_ARG);
+}
+
+static void test_no_identity(void)
+{
+    /* no parameters and no launcher variables: a clear error, not a guess */
+    terse_comm_t *comm = NULL;
+    unsetenv("TERSE_RANK");
+    unsetenv("TERSE_SIZE");
+    CU_ASSERT_EQUAL(terse_comm_create_from_env(&comm), TERSE_ERR_INVALID_ARG);
+    CU_ASSERT_PTR_NULL(comm);
+}
+
+int main(void)
+{
+    /* This suite must not see a launcher's variables. */
+    static const char *strip[] = {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMI_SIZE",
+                                  "SLURM_PROCID", "SLURM_NTASKS", "RANK", "WORLD_SIZE"};
+    for (size_t i = 0; i < sizeof(strip) / sizeof(strip[0]); i++)
+        unsetenv(strip[i]);
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 2;
+    CU_pSuite s = CU_add_suite("unit", NULL, NULL);
+    CU_add_test(s, "status strings", test_status_strings);
+    CU_add_test(s, "dtype tables", test_dtype_tables);
+    CU_add_test(s, "size parsing", test_parse_size);
+    CU_add_test(s, "configuration from the environment", test_config_env);
+    CU_add_test(s, "launcher variables", test_launcher_env);
+    CU_add_test(s, "float16 and bfloat16 conversion", test_half);
+    CU_add_test(s, "reduction kernels", test_reduce_kernels);
+    CU_add_test(s, "invalid arguments", test_invalid_args);
+    CU_add_test(s, "no rank or size anywhere", test_no_identity);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    int failures = (int)CU_get_number_of_tests_failed();
+    CU_cleanup_registry();
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,94 @@
+/* tcp.h - private state of the TCP transport (transports/tcp). */
+#ifndef TERSE_TCP_H
+#define TERSE_TCP_H
+
+#include "../transport.h"
+
+#include <netinet/in.h>
+#include <sys/uio.h>
+
+#define TERSE_TCP_MAGIC 0x54435046u /* frame magic */
+#define TERSE_TCP_HELLO 0x54435048u /* connection handshake magic */
+#define TERSE_TCP_VERSION 1
+#define TERSE_TCP_MAX_IOV 4
+
+/* Emulated RDMA write: this header, then len payload bytes destined for
+ * registered region `key` at offset `off`. */
+typedef struct tcp_frame {
+    uint32_t magic;
+    uint32_t imm;
+    uint64_t off;
+    uint32_t len;
+    uint32_t key;
+} tcp_frame_t;
+
+typedef struct tcp_hello {
+    uint32_t magic, version;
+    uint64_t secret_hash;
+    int32_t rank, size;
+} tcp_hello_t;
+
+typedef struct tcp_ack {
+    uint32_t magic;
+    int32_t status;
+} tcp_ack_t;
+
+typedef struct tcp_send {
+    struct tcp_send *next;
+    tcp_frame_t frame;
+    struct iovec iov[1 + TERSE_TCP_MAX_IOV];
+    int niov, cur;
+    uint64_t cookie;
+} tcp_send_t;
+
+typedef struct tcp_peer {
+    int fd;     /* -1 for self or after failure */
+    int failed; /* failure already reported */
+    tcp_send_t *sq_head, *sq_tail;
+    /* receive state machine: frame header, then payload straight into the region */
+    tcp_frame_t rframe;
+    size_t rgot;
+    char *rdst;
+    size_t rleft;
+} tcp_peer_t;
+
+struct terse_tp_mr {
+    uint32_t key;
+    char *base;
+    size_t len;
+};
+
+typedef struct tcp_rkey {
+    uint32_t key;
+    uint32_t pad;
+    uint64_t len;
+} tcp_rkey_t;
+
+typedef struct tcp_addr {
+    struct sockaddr_in sin;
+} tcp_addr_t;
+
+struct terse_tp {
+    terse_tp_params_t params;
+    int lfd;
+    struct sockaddr_in addr;
+    tcp_peer_t *peers;
+    struct pollfd *pfds;
+    int *pfd_peer;
+    terse_tp_mr_t **mrs; /* by key; NULL slots are free */
+    uint32_t nmrs;
+    tcp_send_t *free_sends;
+    /* Completions found outside progress() (a write that finished at once),
+     * delivered at the next progress() call. */
+    terse_tp_event_t *pending;
+    size_t npending, cap_pending;
+};
+
+int terse__tcp_progress(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, void *arg);
+terse_status_t terse__tcp_write_notify(terse_tp_t *tp, int peer, const terse_tp_iov_t *iov,
+                                       int niov, const void *rkey, uint64_t remote_off,
+                                       uint32_t imm, uint64_t cookie);
+/* Push queued writes of one peer; returns -1 on a broken connection. */
+int terse__tcp_flush(terse_tp_t *tp, int peer, terse_tp_event_cb cb, void *arg);
+
+#endif

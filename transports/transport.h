@@ -1,0 +1,97 @@
+/*
+ * transport.h - the internal contract every transport implements.
+ *
+ * The model is RDMA's: memory is registered, a peer learns a remote key for
+ * it, and the only data operation is write-with-notify - gather local
+ * segments into a contiguous range of the peer's registered memory, then
+ * raise a completion on the peer carrying a 32-bit immediate. Collectives,
+ * flow control and mismatch checks live above this line (lib/chan.c,
+ * lib/sched.c); a transport never looks inside a payload.
+ *
+ * All calls are non-blocking except open/connect (bounded by a deadline) and
+ * progress (bounded by its timeout). Errors are converted to terse_status_t
+ * here, once; peer failures are reported as events, not return codes, so the
+ * layer above can name the peer.
+ */
+#ifndef TERSE_TRANSPORT_H
+#define TERSE_TRANSPORT_H
+
+#include "terse.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TERSE_TP_ADDR_MAX 64 /* bytes of a transport address blob */
+#define TERSE_TP_RKEY_MAX 32 /* bytes of a packed remote key */
+
+typedef struct terse_tp terse_tp_t;
+typedef struct terse_tp_mr terse_tp_mr_t;
+
+typedef struct terse_tp_params {
+    int rank, size;
+    uint64_t secret_hash;  /* every connection must present it */
+    const char *bind_addr; /* IPv4 to listen on ("" = any) */
+    size_t sockbuf;        /* TCP socket buffers */
+    double timeout_sec;
+} terse_tp_params_t;
+
+/* One local segment of a write. mr may be NULL for transports that do not
+ * need registration of the source (TCP). */
+typedef struct terse_tp_iov {
+    const void *addr;
+    size_t len;
+    terse_tp_mr_t *mr;
+} terse_tp_iov_t;
+
+typedef enum {
+    TERSE_TP_EV_NOTIFY,    /* a peer's write landed; imm carries its immediate */
+    TERSE_TP_EV_SEND_DONE, /* our write with this cookie finished; source reusable */
+    TERSE_TP_EV_PEER_ERROR /* the connection to peer failed: status, msg */
+} terse_tp_event_type_t;
+
+typedef struct terse_tp_event {
+    terse_tp_event_type_t type;
+    int peer;
+    uint32_t imm;
+    uint64_t cookie;
+    terse_status_t status;
+    const char *msg;
+} terse_tp_event_t;
+
+typedef void (*terse_tp_event_cb)(void *arg, const terse_tp_event_t *ev);
+
+typedef struct terse_tp_ops {
+    const char *name;
+    /* Create the local endpoint (listener, device, PD, CQ). */
+    terse_status_t (*open)(const terse_tp_params_t *params, terse_tp_t **tp);
+    /* Blob that a peer passes to connect() to reach us. */
+    terse_status_t (*address)(terse_tp_t *tp, void *blob, size_t *len);
+    /* Connect to every other rank (blobs[r] from address() of rank r). */
+    terse_status_t (*connect)(terse_tp_t *tp, const void *const *blobs, double deadline);
+    terse_status_t (*mem_reg)(terse_tp_t *tp, void *buf, size_t len, terse_tp_mr_t **mr);
+    void (*mem_dereg)(terse_tp_t *tp, terse_tp_mr_t *mr);
+    /* Pack the key a peer needs to write into mr (TERSE_TP_RKEY_MAX bytes). */
+    terse_status_t (*mem_rkey)(terse_tp_t *tp, terse_tp_mr_t *mr, void *rkey);
+    /* Gather iov into peer's memory at rkey + remote_off, then notify with imm.
+     * A write of zero bytes only notifies. Completion comes as SEND_DONE with
+     * cookie. Writes to one peer land and notify in the order posted. */
+    terse_status_t (*write_notify)(terse_tp_t *tp, int peer, const terse_tp_iov_t *iov, int niov,
+                                   const void *rkey, uint64_t remote_off, uint32_t imm,
+                                   uint64_t cookie);
+    /* Deliver events through cb. Blocks up to timeout_ms (0: poll) when there
+     * is nothing to do. Returns the number of events delivered, or <0 status. */
+    int (*progress)(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, void *arg);
+    /* Flush queued writes (bounded by deadline), tell peers we are leaving,
+     * release everything. */
+    void (*close)(terse_tp_t *tp, double deadline);
+} terse_tp_ops_t;
+
+extern const terse_tp_ops_t terse_tp_tcp_ops;
+#ifdef TERSE_HAVE_VERBS
+extern const terse_tp_ops_t terse_tp_verbs_ops;
+#endif
+
+/* Look up a transport by name ("tcp", "verbs"); "auto" picks the best usable one. */
+const terse_tp_ops_t *terse__tp_select(const char *name, terse_status_t *status);
+
+#endif
