@@ -2,7 +2,7 @@
 #ifndef TERSE_COMM_H
 #define TERSE_COMM_H
 
-#include "config.h"
+#include "terse_config.h"
 #include "terse.h"
 #include "../transports/transport.h"
 

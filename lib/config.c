@@ -4,7 +4,7 @@
  * Every knob is one row of terse_config_table: name, type, default, help and
  * the field it fills. API parameters override these values later, in comm.c.
  */
-#include "config.h"
+#include "terse_config.h"
 #include "log.h"
 
 #include <ctype.h>
@@ -69,7 +69,9 @@ int terse__parse_size(const char *s, size_t *out)
     case 'G': v <<= 30; end++; break;
     default: break;
     }
-    if (toupper((unsigned char)*end) == 'B' || toupper((unsigned char)*end) == 'I')
+    if (toupper((unsigned char)*end) == 'I') /* KiB, MiB, GiB */
+        end++;
+    if (toupper((unsigned char)*end) == 'B')
         end++;
     if (*end)
         return -1;

@@ -1,6 +1,6 @@
 /* test_unit.c - single-process unit tests: statuses, config parsing, 16-bit
  * float conversion, reduction kernels, argument checking. */
-#include "config.h"
+#include "terse_config.h"
 #include "dtype.h"
 #include "terse.h"
 
