@@ -71,11 +71,11 @@ int terse__ring_reduce_scatter(terse_request_t *req, const terse_blocks_t *b, co
         return -1;
     for (int i = 0; i < total; i++)
         sent[i] = recv_op[i] = -1;
-    /* Step s: send block r+1+s (own input at s = 0, else the partial just
-     * accumulated), receive block r+2+s and fold it into acc. The last step
-     * receives block r itself, which then holds every rank's contribution. */
+    /* Step s: send block r-1-s (own input at s = 0, else the partial just
+     * accumulated), receive block r-2-s from the left and fold it into acc.
+     * The last step receives block r itself, now holding every contribution. */
     for (int s = 0; s <= n - 2; s++) {
-        int sb = (r + 1 + s) % n, rb = (r + 2 + s) % n;
+        int sb = (r - 1 - s + 2 * n) % n, rb = (r - 2 - s + 2 * n) % n;
         for (int c = 0; c < terse__blocks_nchunks(b, sb); c++) {
             size_t o = b->off[sb] + (size_t)c * b->chunk;
             int g = b->cbase[sb] + c;

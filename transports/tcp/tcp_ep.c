@@ -130,7 +130,7 @@ static void fail_peer(terse_tp_t *tp, int peer, terse_status_t st, const char *w
     if (p->failed)
         return;
     p->failed = 1;
-    TERSE_WARN(NET, "%s", why);
+    TERSE_INFO(NET, "%s", why);
     terse_tp_event_t ev = {.type = TERSE_TP_EV_PEER_ERROR, .peer = peer, .status = st, .msg = why};
     /* The message must outlive this call when queued: keep a static copy per
      * call site is not possible, so queued errors carry a generic text. */
