@@ -168,8 +168,14 @@ terse_status_t terse__boot_allgather(terse_boot_t *boot, const void *mine, size_
     }
 out:
     for (int r = 1; r < n; r++)
-        if (fds[r] >= 0)
+        if (fds[r] >= 0) {
+            /* Tell the ranks that did join why the job cannot start. */
+            if (st != TERSE_OK) {
+                boot_reply_t bad = {BOOT_MAGIC, st};
+                terse__net_send_all(fds[r], &bad, sizeof(bad), terse__now() + 1.0);
+            }
             close(fds[r]);
+        }
     free(fds);
     return st;
 }

@@ -209,7 +209,12 @@ terse_status_t terse_comm_destroy(terse_comm_t *comm)
 {
     if (!comm)
         return TERSE_ERR_INVALID_ARG;
-    /* Pending requests die with the communicator. */
+    /* Pending requests die with the communicator; their writes must not read
+     * buffers the caller may free next. */
+    if (comm->req_head)
+        for (int p = 0; p < comm->size; p++)
+            if (p != comm->rank)
+                comm->tp_ops->cancel(comm->tp, p, 0);
     while (comm->req_head) {
         terse_request_t *r = comm->req_head;
         comm->req_head = r->next;
@@ -224,27 +229,36 @@ terse_status_t terse_comm_destroy(terse_comm_t *comm)
     return TERSE_OK;
 }
 
-void terse__comm_fail(terse_comm_t *comm, terse_status_t st, int culprit, int propagate,
-                      const char *fmt, ...)
+void terse__comm_fail(terse_comm_t *comm, terse_status_t st, int culprit, uint32_t seq,
+                      int propagate, const char *fmt, ...)
 {
-    if (comm->error != TERSE_OK)
-        return;
-    comm->error = st;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(comm->error_detail, sizeof(comm->error_detail), fmt, ap);
-    va_end(ap);
-    TERSE_WARN(COLL, "rank %d: %s: %s", comm->rank, terse_strerror(st), comm->error_detail);
-    if (propagate) {
-        /* Best effort: every peer learns the status and the culprit, so all
-         * ranks return the same error instead of waiting for their timeout. */
-        uint32_t v = ((uint32_t)(culprit < 0 ? 0x3fffff : culprit) << 8) | ((uint32_t)(-st) & 0xff);
-        for (int p = 0; p < comm->size; p++)
-            if (p != comm->rank && !comm->chans[p].lost)
-                comm->tp_ops->write_notify(comm->tp, p, NULL, 0, NULL, 0,
-                                           TERSE_IMM(TERSE_IMM_ABORT, v), UINT64_MAX);
+    int first = comm->error == TERSE_OK;
+    if (first) {
+        comm->error = st;
+        comm->error_seq = seq;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(comm->error_detail, sizeof(comm->error_detail), fmt, ap);
+        va_end(ap);
+        TERSE_WARN(COLL, "rank %d: %s: %s", comm->rank, terse_strerror(st), comm->error_detail);
+    } else if (!terse__seq_ge(seq, comm->error_seq)) {
+        comm->error_seq = seq; /* an earlier call cannot finish either */
     }
-    terse__sched_fail_all(comm);
+    terse__sched_fail_from(comm, comm->error_seq);
+    if (propagate && first) {
+        /* Best effort: every peer learns the status, the culprit and the first
+         * failing call, so all ranks return the same error instead of waiting
+         * for their timeout, and calls before it still complete. */
+        uint32_t c = culprit < 0 || culprit >= (int)TERSE_CULPRIT_NONE ? TERSE_CULPRIT_NONE : (uint32_t)culprit;
+        for (int p = 0; p < comm->size; p++)
+            if (p != comm->rank && !comm->chans[p].lost) {
+                comm->tp_ops->write_notify(comm->tp, p, NULL, 0, NULL, 0,
+                                           TERSE_IMM(TERSE_IMM_ABORT_SEQ, seq), UINT64_MAX);
+                comm->tp_ops->write_notify(comm->tp, p, NULL, 0, NULL, 0,
+                                           TERSE_IMM(TERSE_IMM_ABORT, (c << 8) | ((uint32_t)(-st) & 0xff)),
+                                           UINT64_MAX);
+            }
+    }
 }
 
 int terse_comm_rank(const terse_comm_t *comm) { return comm ? comm->rank : -1; }

@@ -8,14 +8,18 @@
 
 #include <stdint.h>
 
-/* Immediate data of a write: 2 type bits, then type-specific payload. */
-#define TERSE_IMM_DATA 0u   /* [15:0] slot index */
-#define TERSE_IMM_CREDIT 1u /* [15:0] slots freed */
-#define TERSE_IMM_ABORT 2u  /* [29:8] culprit rank, [7:0] -status */
-#define TERSE_IMM_BYE 3u    /* peer is destroying its communicator */
-#define TERSE_IMM(type, val) (((uint32_t)(type) << 30) | ((uint32_t)(val) & 0x3fffffffu))
-#define TERSE_IMM_TYPE(imm) ((imm) >> 30)
-#define TERSE_IMM_VAL(imm) ((imm) & 0x3fffffffu)
+/* Immediate data of a write: 3 type bits, then a 29-bit payload. */
+#define TERSE_IMM_DATA 0u      /* [15:0] slot index */
+#define TERSE_IMM_CREDIT 1u    /* slots freed */
+#define TERSE_IMM_ABORT_SEQ 2u /* first call that fails (low 29 bits); precedes ABORT */
+#define TERSE_IMM_ABORT 3u     /* [28:8] culprit rank (all ones: none), [7:0] -status */
+#define TERSE_IMM_BYE 4u       /* peer is destroying its communicator */
+#define TERSE_IMM_VAL_BITS 29
+#define TERSE_IMM_VAL_MASK ((1u << TERSE_IMM_VAL_BITS) - 1)
+#define TERSE_IMM(type, val) (((uint32_t)(type) << TERSE_IMM_VAL_BITS) | ((uint32_t)(val) & TERSE_IMM_VAL_MASK))
+#define TERSE_IMM_TYPE(imm) ((imm) >> TERSE_IMM_VAL_BITS)
+#define TERSE_IMM_VAL(imm) ((imm) & TERSE_IMM_VAL_MASK)
+#define TERSE_CULPRIT_NONE 0x1fffffu
 
 #define TERSE_WIRE_MAGIC 0x54525345u /* "TRSE" */
 #define TERSE_HDR_SIZE 64
@@ -42,6 +46,7 @@ typedef struct terse_chan {
     uint32_t credits_owed;       /* freed slots not yet reported */
     int bye;                     /* peer is shutting down cleanly */
     int lost;                    /* connection gone */
+    uint32_t abort_seq;          /* from the peer's last ABORT_SEQ */
 } terse_chan_t;
 
 typedef struct terse_request terse_request_t;
@@ -67,13 +72,20 @@ struct terse_comm {
     uint32_t next_seq;
     double last_activity;
 
-    terse_status_t error; /* sticky */
+    /* Sticky error: calls with seq >= error_seq fail (and every later call);
+     * earlier calls still in flight finish normally when they can. */
+    terse_status_t error;
+    uint32_t error_seq;
     char error_detail[320];
 };
 
-/* Latch the first error (later ones are ignored), fail every pending request
- * and, when propagate is set, tell every peer so that all ranks return it. */
-void terse__comm_fail(terse_comm_t *comm, terse_status_t st, int culprit, int propagate,
-                      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* Latch an error for the call with sequence number seq and every later one
+ * (the first error's status and text are kept), fail those requests and,
+ * when propagate is set, tell every peer so that all ranks return it. */
+void terse__comm_fail(terse_comm_t *comm, terse_status_t st, int culprit, uint32_t seq,
+                      int propagate, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* seq a comes at or after seq b (29-bit wrap-around on the wire is handled by callers). */
+static inline int terse__seq_ge(uint32_t a, uint32_t b) { return (int32_t)(a - b) >= 0; }
 
 #endif

@@ -196,11 +196,11 @@ static int issue_sends(terse_comm_t *comm)
                 if (!deps_done(req, o))
                     break;
                 if (ch->bye || ch->lost) {
-                    terse__comm_fail(comm, TERSE_ERR_PEER_FAILED, p, 1,
+                    terse__comm_fail(comm, TERSE_ERR_PEER_FAILED, p, req->seq, 1,
                                      "rank %d is gone (%s) but %s #%u still sends to it", p,
                                      ch->bye ? "destroyed its communicator" : "connection lost",
                                      coll_names[req->coll], req->seq);
-                    return moved;
+                    return moved; /* the request list changed under us */
                 }
                 uint32_t slot = (uint32_t)(ch->sent % (uint64_t)comm->nslots);
                 terse_wire_hdr_t *h =
@@ -217,7 +217,7 @@ static int issue_sends(terse_comm_t *comm)
                     comm->tp, p, iov, o->bytes ? 2 : 1, comm->rkeys + (size_t)p * TERSE_TP_RKEY_MAX,
                     off, TERSE_IMM(TERSE_IMM_DATA, slot), ((uint64_t)req->seq << 32) | (uint32_t)oi);
                 if (st != TERSE_OK) {
-                    terse__comm_fail(comm, st, p, 1, "write to rank %d failed: %s", p,
+                    terse__comm_fail(comm, st, p, req->seq, 1, "write to rank %d failed: %s", p,
                                      terse_strerror(st));
                     return moved;
                 }
@@ -240,84 +240,101 @@ static void describe(char *buf, size_t len, int coll, int dtype, int op, uint64_
              terse_op_name((terse_op_t)op));
 }
 
-/* Consume arrived slots of every peer, oldest first. */
+/* Apply one arrived chunk to its receive op. */
+static void apply_recv(terse_request_t *req, terse_sched_op_t *o, const char *payload)
+{
+    size_t esz = terse_dtype_size(req->dtype);
+    switch (o->action) {
+    case TERSE_ACT_COPY:
+        memcpy(o->dst, payload, o->bytes);
+        break;
+    case TERSE_ACT_REDUCE3:
+        if (o->dst != o->src)
+            memcpy(o->dst, o->src, o->bytes);
+        /* fall through */
+    case TERSE_ACT_REDUCE:
+        terse__reduce(req->dtype, req->op, o->dst, payload, o->bytes / esz, o->src_first);
+        break;
+    default:
+        break;
+    }
+    if (o->finalize && req->op == TERSE_AVG)
+        terse__scale_avg(req->dtype, o->dst, o->bytes / esz, req->comm->size);
+}
+
+/* Consume the arrived slots of one peer, oldest first. Returns chunks consumed,
+ * or -1 when an error changed the request list. */
+static int consume_peer(terse_comm_t *comm, int p)
+{
+    terse_chan_t *ch = &comm->chans[p];
+    int moved = 0;
+    while (ch->consumed < ch->arrived) {
+        uint32_t slot = (uint32_t)(ch->consumed % (uint64_t)comm->nslots);
+        char *base = comm->recv_region + ((size_t)p * (size_t)comm->nslots + slot) * comm->slot_stride;
+        terse_wire_hdr_t *h = (terse_wire_hdr_t *)base;
+        if (h->magic != TERSE_WIRE_MAGIC || h->src != p || h->bytes > comm->chunk) {
+            terse__comm_fail(comm, TERSE_ERR_PROTOCOL, p, comm->req_head ? comm->req_head->seq : comm->next_seq, 1,
+                             "malformed chunk header from rank %d (magic %08x, src %d, %u bytes)",
+                             p, h->magic, h->src, h->bytes);
+            return -1;
+        }
+        terse_request_t *req = find_seq(comm, h->seq);
+        if (!req) {
+            if (comm->error != TERSE_OK && terse__seq_ge(h->seq, comm->error_seq)) {
+                ch->consumed++; /* data for a call that already failed: drop it */
+                ch->credits_owed++;
+                continue;
+            }
+            if (terse__seq_ge(h->seq, comm->next_seq))
+                break; /* the peer is ahead of us: keep it until we start that call */
+            char theirs[128];
+            describe(theirs, sizeof(theirs), h->coll, h->dtype, h->op, h->count, h->seq);
+            terse__comm_fail(comm, TERSE_ERR_MISMATCH, p, comm->req_head ? comm->req_head->seq : comm->next_seq, 1,
+                             "rank %d sent data for %s, which this rank has already completed "
+                             "(ranks called different collectives or counts)", p, theirs);
+            return -1;
+        }
+        int *cur = &req->recv_cur[p];
+        int end = req->recv_off[p + 1] - req->recv_off[p];
+        terse_sched_op_t *o = *cur < end ? &req->ops[req->recv_idx[req->recv_off[p] + *cur]] : NULL;
+        if (h->sig != req->sig || !o || h->stream != (uint32_t)*cur || h->bytes != o->bytes) {
+            char theirs[128], ours[128];
+            describe(theirs, sizeof(theirs), h->coll, h->dtype, h->op, h->count, h->seq);
+            describe(ours, sizeof(ours), req->coll, req->dtype, req->op, req->count, req->seq);
+            terse__comm_fail(comm, TERSE_ERR_MISMATCH, p, req->seq, 1,
+                             "mismatched collectives: rank %d called %s%s, rank %d called %s", p,
+                             theirs, h->sig == req->sig ? " with other sizes or root" : "",
+                             comm->rank, ours);
+            return -1;
+        }
+        if (!deps_done(req, o))
+            break;
+        apply_recv(req, o, base + TERSE_HDR_SIZE);
+        op_done(req, o);
+        (*cur)++;
+        ch->consumed++;
+        ch->credits_owed++;
+        moved++;
+    }
+    return moved;
+}
+
 static int process_arrivals(terse_comm_t *comm)
 {
     int moved = 0;
-    for (int p = 0; p < comm->size && comm->error == TERSE_OK; p++) {
-        terse_chan_t *ch = &comm->chans[p];
-        while (ch->consumed < ch->arrived && comm->error == TERSE_OK) {
-            uint32_t slot = (uint32_t)(ch->consumed % (uint64_t)comm->nslots);
-            char *base = comm->recv_region + ((size_t)p * (size_t)comm->nslots + slot) * comm->slot_stride;
-            terse_wire_hdr_t *h = (terse_wire_hdr_t *)base;
-            if (h->magic != TERSE_WIRE_MAGIC || h->src != p || h->bytes > comm->chunk) {
-                terse__comm_fail(comm, TERSE_ERR_PROTOCOL, p, 1,
-                                 "malformed chunk header from rank %d (magic %08x, src %d, %u bytes)",
-                                 p, h->magic, h->src, h->bytes);
-                return moved;
-            }
-            terse_request_t *req = find_seq(comm, h->seq);
-            if (!req) {
-                if ((int32_t)(h->seq - comm->next_seq) >= 0)
-                    break; /* the peer is ahead of us: keep it until we start that call */
-                char theirs[128];
-                describe(theirs, sizeof(theirs), h->coll, h->dtype, h->op, h->count, h->seq);
-                terse__comm_fail(comm, TERSE_ERR_MISMATCH, p, 1,
-                                 "rank %d sent data for %s, which this rank has already completed "
-                                 "(ranks called different collectives or counts)", p, theirs);
-                return moved;
-            }
-            int *cur = &req->recv_cur[p];
-            int end = req->recv_off[p + 1] - req->recv_off[p];
-            terse_sched_op_t *o =
-                *cur < end ? &req->ops[req->recv_idx[req->recv_off[p] + *cur]] : NULL;
-            if (h->sig != req->sig || !o || h->stream != (uint32_t)*cur || h->bytes != o->bytes) {
-                char theirs[128], ours[128];
-                describe(theirs, sizeof(theirs), h->coll, h->dtype, h->op, h->count, h->seq);
-                describe(ours, sizeof(ours), req->coll, req->dtype, req->op, req->count, req->seq);
-                terse__comm_fail(comm, TERSE_ERR_MISMATCH, p, 1,
-                                 "mismatched collectives: rank %d called %s%s, rank %d called %s",
-                                 p, theirs, h->sig == req->sig ? " with other sizes or root" : "",
-                                 comm->rank, ours);
-                return moved;
-            }
-            if (!deps_done(req, o))
-                break;
-            const char *payload = base + TERSE_HDR_SIZE;
-            size_t esz = terse_dtype_size(req->dtype);
-            switch (o->action) {
-            case TERSE_ACT_COPY:
-                memcpy(o->dst, payload, o->bytes);
-                break;
-            case TERSE_ACT_REDUCE3:
-                if (o->dst != o->src)
-                    memcpy(o->dst, o->src, o->bytes);
-                /* fall through */
-            case TERSE_ACT_REDUCE:
-                terse__reduce(req->dtype, req->op, o->dst, payload, o->bytes / esz, o->src_first);
-                break;
-            default:
-                break;
-            }
-            if (o->finalize && req->op == TERSE_AVG)
-                terse__scale_avg(req->dtype, o->dst, o->bytes / esz, comm->size);
-            op_done(req, o);
-            (*cur)++;
-            ch->consumed++;
-            ch->credits_owed++;
-            moved++;
-        }
+    for (int p = 0; p < comm->size; p++) {
+        int m = consume_peer(comm, p);
+        if (m < 0)
+            break;
+        moved += m;
     }
     /* Return freed slots, batched per peer. */
-    for (int p = 0; p < comm->size && comm->error == TERSE_OK; p++) {
+    for (int p = 0; p < comm->size; p++) {
         terse_chan_t *ch = &comm->chans[p];
-        if (!ch->credits_owed || ch->lost)
+        if (!ch->credits_owed || ch->lost || ch->bye)
             continue;
-        terse_status_t st = comm->tp_ops->write_notify(
-            comm->tp, p, NULL, 0, NULL, 0, TERSE_IMM(TERSE_IMM_CREDIT, ch->credits_owed), UINT64_MAX);
-        if (st != TERSE_OK && !ch->bye)
-            terse__comm_fail(comm, st, p, 1, "cannot return credits to rank %d: %s", p,
-                             terse_strerror(st));
+        comm->tp_ops->write_notify(comm->tp, p, NULL, 0, NULL, 0,
+                                   TERSE_IMM(TERSE_IMM_CREDIT, ch->credits_owed), UINT64_MAX);
         ch->credits_owed = 0;
     }
     return moved;
@@ -344,7 +361,8 @@ static int run_locals(terse_comm_t *comm)
     return moved;
 }
 
-/* A request waiting on a peer that already left cleanly will never finish. */
+/* A request waiting for a peer that is gone will never finish. A peer that
+ * is gone but not needed is no error: it may have finished and left. */
 static void check_departed(terse_comm_t *comm)
 {
     for (terse_request_t *req = comm->req_head; req; req = req->next)
@@ -352,9 +370,10 @@ static void check_departed(terse_comm_t *comm)
             terse_chan_t *ch = &comm->chans[p];
             if ((ch->bye || ch->lost) && req->recv_cur[p] < req->recv_off[p + 1] - req->recv_off[p] &&
                 ch->consumed == ch->arrived) {
-                terse__comm_fail(comm, TERSE_ERR_PEER_FAILED, p, 1,
+                terse__comm_fail(comm, TERSE_ERR_PEER_FAILED, p, req->seq, 1,
                                  "rank %d %s while this rank waits for its data in %s #%u", p,
-                                 ch->bye ? "destroyed its communicator" : "is unreachable (connection lost)",
+                                 ch->bye ? "destroyed its communicator"
+                                         : "is unreachable (connection lost: process died?)",
                                  coll_names[req->coll], req->seq);
                 return;
             }
@@ -371,7 +390,7 @@ static void check_timeout(terse_comm_t *comm)
     for (int p = 0; p < comm->size; p++) {
         terse_chan_t *ch = &comm->chans[p];
         if (req->recv_cur[p] < req->recv_off[p + 1] - req->recv_off[p]) {
-            terse__comm_fail(comm, TERSE_ERR_TIMEOUT, p, 1,
+            terse__comm_fail(comm, TERSE_ERR_TIMEOUT, p, req->seq, 1,
                              "no data from rank %d for %.1f s in %s #%u (TERSE_TIMEOUT=%g): the "
                              "peer is stuck, slow or did not make this call",
                              p, idle, coll_names[req->coll], req->seq, comm->cfg.timeout_sec);
@@ -379,15 +398,33 @@ static void check_timeout(terse_comm_t *comm)
         }
         if (req->send_cur[p] < req->send_off[p + 1] - req->send_off[p] &&
             ch->sent - ch->credited >= (uint64_t)comm->nslots) {
-            terse__comm_fail(comm, TERSE_ERR_TIMEOUT, p, 1,
+            terse__comm_fail(comm, TERSE_ERR_TIMEOUT, p, req->seq, 1,
                              "rank %d has not freed receive slots for %.1f s in %s #%u "
                              "(TERSE_TIMEOUT=%g)", p, idle, coll_names[req->coll], req->seq,
                              comm->cfg.timeout_sec);
             return;
         }
     }
-    terse__comm_fail(comm, TERSE_ERR_TIMEOUT, -1, 1, "no progress for %.1f s in %s #%u", idle,
-                     coll_names[req->coll], req->seq);
+    terse__comm_fail(comm, TERSE_ERR_TIMEOUT, -1, req->seq, 1, "no progress for %.1f s in %s #%u",
+                     idle, coll_names[req->coll], req->seq);
+}
+
+static void on_abort(terse_comm_t *comm, int from, uint32_t val)
+{
+    terse_chan_t *ch = &comm->chans[from];
+    uint32_t c = val >> 8;
+    terse_status_t st = (terse_status_t)(-(int)(val & 0xff));
+    /* Widen the peer's 29-bit sequence number to ours: the nearest value. */
+    uint32_t seq = comm->next_seq - ((comm->next_seq - ch->abort_seq) & TERSE_IMM_VAL_MASK);
+    int culprit = c == TERSE_CULPRIT_NONE || c >= (uint32_t)comm->size ? -1 : (int)c;
+    if (culprit == comm->rank)
+        terse__comm_fail(comm, st, culprit, seq, 0, "rank %d reported an error involving this rank: %s",
+                         from, terse_strerror(st));
+    else if (culprit >= 0)
+        terse__comm_fail(comm, st, culprit, seq, 0, "rank %d reported: %s (rank %d)", from,
+                         terse_strerror(st), culprit);
+    else
+        terse__comm_fail(comm, st, culprit, seq, 0, "rank %d reported: %s", from, terse_strerror(st));
 }
 
 void terse__comm_on_event(void *arg, const terse_tp_event_t *ev)
@@ -406,12 +443,13 @@ void terse__comm_on_event(void *arg, const terse_tp_event_t *ev)
         return;
     }
     case TERSE_TP_EV_PEER_ERROR:
+        /* Not an error by itself: the peer may have finished. The calls that
+         * still need it fail in check_departed / issue_sends. */
         ch->lost = 1;
-        /* A clean goodbye followed by the close is not an error by itself;
-         * check_departed() fails only the calls that still need the peer. */
-        if (!ch->bye)
-            terse__comm_fail(comm, ev->status, ev->peer, 1, "rank %d: %s", ev->peer,
-                             ev->msg ? ev->msg : terse_strerror(ev->status));
+        TERSE_INFO(NET, "rank %d: %s", ev->peer, ev->msg ? ev->msg : terse_strerror(ev->status));
+        if (ev->status == TERSE_ERR_PROTOCOL)
+            terse__comm_fail(comm, ev->status, ev->peer, comm->req_head ? comm->req_head->seq : comm->next_seq,
+                             1, "rank %d: %s", ev->peer, ev->msg ? ev->msg : terse_strerror(ev->status));
         return;
     case TERSE_TP_EV_NOTIFY:
         break;
@@ -420,7 +458,7 @@ void terse__comm_on_event(void *arg, const terse_tp_event_t *ev)
     switch (TERSE_IMM_TYPE(ev->imm)) {
     case TERSE_IMM_DATA:
         if (val != ch->arrived % (uint64_t)comm->nslots || ch->arrived - ch->consumed >= (uint64_t)comm->nslots) {
-            terse__comm_fail(comm, TERSE_ERR_PROTOCOL, ev->peer, 1,
+            terse__comm_fail(comm, TERSE_ERR_PROTOCOL, ev->peer, comm->next_seq, 1,
                              "rank %d wrote slot %u out of order or without credit", ev->peer, val);
             return;
         }
@@ -428,65 +466,63 @@ void terse__comm_on_event(void *arg, const terse_tp_event_t *ev)
         return;
     case TERSE_IMM_CREDIT:
         if (val > ch->sent - ch->credited) {
-            terse__comm_fail(comm, TERSE_ERR_PROTOCOL, ev->peer, 1,
+            terse__comm_fail(comm, TERSE_ERR_PROTOCOL, ev->peer, comm->next_seq, 1,
                              "rank %d returned %u credits for %llu outstanding slots", ev->peer, val,
                              (unsigned long long)(ch->sent - ch->credited));
             return;
         }
         ch->credited += val;
         return;
-    case TERSE_IMM_ABORT: {
-        int culprit = (int)(val >> 8);
-        terse_status_t st = (terse_status_t)(-(int)(val & 0xff));
-        if (culprit >= comm->size)
-            culprit = -1;
-        if (culprit == comm->rank)
-            terse__comm_fail(comm, st, culprit, 0, "rank %d reported an error involving this rank: %s",
-                             ev->peer, terse_strerror(st));
-        else if (culprit >= 0)
-            terse__comm_fail(comm, st, culprit, 0, "rank %d reported: %s (rank %d)", ev->peer,
-                             terse_strerror(st), culprit);
-        else
-            terse__comm_fail(comm, st, culprit, 0, "rank %d reported: %s", ev->peer, terse_strerror(st));
+    case TERSE_IMM_ABORT_SEQ:
+        ch->abort_seq = val;
         return;
-    }
+    case TERSE_IMM_ABORT:
+        on_abort(comm, ev->peer, val);
+        return;
     case TERSE_IMM_BYE:
         ch->bye = 1;
+        return;
+    default:
+        terse__comm_fail(comm, TERSE_ERR_PROTOCOL, ev->peer, comm->next_seq, 1,
+                         "rank %d sent an unknown notification %08x", ev->peer, ev->imm);
         return;
     }
 }
 
 void terse__comm_progress(terse_comm_t *comm, int timeout_ms)
 {
-    if (comm->error != TERSE_OK)
+    if (!comm->req_head)
         return;
     int moved = issue_sends(comm);
     moved += process_arrivals(comm);
     moved += run_locals(comm);
-    if (comm->error != TERSE_OK)
-        return;
     /* Poll without blocking when we just did work: more may already be ready. */
     int ev = comm->tp_ops->progress(comm->tp, moved ? 0 : timeout_ms, terse__comm_on_event, comm);
-    if (ev < 0 && comm->error == TERSE_OK)
-        terse__comm_fail(comm, (terse_status_t)ev, -1, 1, "transport progress failed: %s",
-                         terse_strerror((terse_status_t)ev));
-    if (comm->error != TERSE_OK)
-        return;
+    if (ev < 0)
+        terse__comm_fail(comm, (terse_status_t)ev, -1, comm->req_head ? comm->req_head->seq : comm->next_seq,
+                         1, "transport progress failed: %s", terse_strerror((terse_status_t)ev));
     /* Retire finished requests. */
     for (terse_request_t *req = comm->req_head, *next; req; req = next) {
         next = req->next;
         if (req->remaining == 0)
             request_finish(comm, req, TERSE_OK);
     }
-    if (comm->req_head) {
+    if (comm->req_head)
         check_departed(comm);
-        if (comm->error == TERSE_OK)
-            check_timeout(comm);
-    }
+    if (comm->req_head)
+        check_timeout(comm);
 }
 
-void terse__sched_fail_all(terse_comm_t *comm)
+void terse__sched_fail_from(terse_comm_t *comm, uint32_t from)
 {
-    while (comm->req_head)
-        request_finish(comm, comm->req_head, comm->error);
+    /* The failed calls return to the caller, who may free the buffers:
+     * nothing queued may read them any more. */
+    for (int p = 0; p < comm->size; p++)
+        if (p != comm->rank)
+            comm->tp_ops->cancel(comm->tp, p, (uint64_t)from << 32);
+    for (terse_request_t *req = comm->req_head, *next; req; req = next) {
+        next = req->next;
+        if (terse__seq_ge(req->seq, from))
+            request_finish(comm, req, comm->error);
+    }
 }

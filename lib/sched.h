@@ -90,6 +90,6 @@ void terse__comm_progress(terse_comm_t *comm, int timeout_ms);
 /* Transport event handler (NOTIFY, SEND_DONE, PEER_ERROR). */
 void terse__comm_on_event(void *arg, const terse_tp_event_t *ev);
 
-/* Complete every pending request with the communicator's sticky error. */
-void terse__sched_fail_all(terse_comm_t *comm);
+/* Complete every pending request with seq >= from with the sticky error. */
+void terse__sched_fail_from(terse_comm_t *comm, uint32_t from);
 #endif

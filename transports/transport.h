@@ -78,6 +78,11 @@ typedef struct terse_tp_ops {
     terse_status_t (*write_notify)(terse_tp_t *tp, int peer, const terse_tp_iov_t *iov, int niov,
                                    const void *rkey, uint64_t remote_off, uint32_t imm,
                                    uint64_t cookie);
+    /* Stop reading the memory of queued writes to peer whose cookie is >=
+     * cookie_from (notifications with cookie UINT64_MAX are kept). Writes not
+     * started are dropped; one already partly on the wire cannot be finished
+     * without its source, so the connection is closed. No SEND_DONE follows. */
+    void (*cancel)(terse_tp_t *tp, int peer, uint64_t cookie_from);
     /* Deliver events through cb. Blocks up to timeout_ms (0: poll) when there
      * is nothing to do. Returns the number of events delivered, or <0 status. */
     int (*progress)(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, void *arg);

@@ -38,6 +38,7 @@ typedef struct tcp_send {
     tcp_frame_t frame;
     struct iovec iov[1 + TERSE_TCP_MAX_IOV];
     int niov, cur;
+    int started; /* some bytes are on the wire */
     uint64_t cookie;
 } tcp_send_t;
 
@@ -90,5 +91,6 @@ terse_status_t terse__tcp_write_notify(terse_tp_t *tp, int peer, const terse_tp_
                                        uint32_t imm, uint64_t cookie);
 /* Push queued writes of one peer; returns -1 on a broken connection. */
 int terse__tcp_flush(terse_tp_t *tp, int peer, terse_tp_event_cb cb, void *arg);
+void terse__tcp_cancel(terse_tp_t *tp, int peer, uint64_t cookie_from);
 
 #endif

@@ -55,6 +55,7 @@ int terse__tcp_flush(terse_tp_t *tp, int peer, terse_tp_event_cb cb, void *arg)
             fail_peer(tp, peer, TERSE_ERR_PEER_FAILED, why, cb, arg);
             return -1;
         }
+        s->started = 1;
         size_t left = (size_t)n;
         while (s->cur < s->niov && left >= s->iov[s->cur].iov_len)
             left -= s->iov[s->cur++].iov_len;
@@ -109,6 +110,7 @@ terse_status_t terse__tcp_write_notify(terse_tp_t *tp, int peer, const terse_tp_
     s->iov[0].iov_base = &s->frame;
     s->iov[0].iov_len = sizeof(s->frame);
     s->cur = 0;
+    s->started = 0;
     s->cookie = cookie;
     s->next = NULL;
     int was_idle = !p->sq_head;
@@ -121,6 +123,32 @@ terse_status_t terse__tcp_write_notify(terse_tp_t *tp, int peer, const terse_tp_
     if (was_idle)
         terse__tcp_flush(tp, peer, NULL, NULL);
     return TERSE_OK;
+}
+
+void terse__tcp_cancel(terse_tp_t *tp, int peer, uint64_t cookie_from)
+{
+    tcp_peer_t *p = &tp->peers[peer];
+    tcp_send_t **pp = &p->sq_head, *last = NULL;
+    int broken = 0;
+    while (*pp) {
+        tcp_send_t *s = *pp;
+        if (s->cookie != UINT64_MAX && s->cookie >= cookie_from) {
+            broken |= s->started;
+            *pp = s->next;
+            s->next = tp->free_sends;
+            tp->free_sends = s;
+            continue;
+        }
+        last = s;
+        pp = &s->next;
+    }
+    p->sq_tail = last;
+    if (broken && p->fd >= 0 && !p->failed) {
+        /* The stream now lacks bytes the peer expects: end it. */
+        shutdown(p->fd, SHUT_RDWR);
+        fail_peer(tp, peer, TERSE_ERR_PEER_FAILED, "connection closed: a cancelled write was in flight",
+                  NULL, NULL);
+    }
 }
 
 static void fail_peer(terse_tp_t *tp, int peer, terse_status_t st, const char *why,

@@ -196,7 +196,7 @@ static void tcp_close(terse_tp_t *tp, double deadline)
      * peer has not read yet. */
     for (int r = 0; r < n; r++) {
         tcp_peer_t *p = &tp->peers[r];
-        while (p->fd >= 0 && p->sq_head && terse__now() < deadline) {
+        while (p->fd >= 0 && !p->failed && p->sq_head && terse__now() < deadline) {
             if (terse__tcp_flush(tp, r, NULL, NULL) < 0)
                 break;
             if (p->sq_head) {
@@ -256,6 +256,7 @@ const terse_tp_ops_t terse_tp_tcp_ops = {
     .mem_dereg = tcp_mem_dereg,
     .mem_rkey = tcp_mem_rkey,
     .write_notify = terse__tcp_write_notify,
+    .cancel = terse__tcp_cancel,
     .progress = terse__tcp_progress,
     .close = tcp_close,
 };
