@@ -7,7 +7,7 @@
 #include "bootstrap.h"
 #include "log.h"
 #include "net.h"
-#include "sched.h"
+#include "schedule.h"
 
 #include <stdarg.h>
 #include <stdio.h>

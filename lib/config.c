@@ -51,6 +51,9 @@ static const cfg_row_t terse_config_table[] = {
     ROW("TERSE_RD_THRESHOLD", CFG_SIZE, rd_threshold, "32K",
         "With auto, allreduce messages up to this many bytes use recursive doubling."),
     ROW("TERSE_TCP_SOCKBUF", CFG_SIZE, tcp_sockbuf, "4M", "Socket send/receive buffer of TCP data connections."),
+    ROW("TERSE_SPIN_US", CFG_INT, spin_us, "50",
+        "Microseconds a waiting call keeps polling (yielding the CPU between polls) before it "
+        "sleeps in the kernel; 0 sleeps at once."),
     ROW("TERSE_RANK", CFG_INT, rank, "-1", "Rank of this process (overrides launcher variables)."),
     ROW("TERSE_SIZE", CFG_INT, size, "0", "Number of ranks (overrides launcher variables)."),
 };

@@ -88,6 +88,19 @@ uint16_t terse__float_to_bf16(float f)
                 d[i] = F(d[i], s[i]);                                                    \
     }
 
+/* 3-operand form: d = a op b (b op a with b_first), one pass over memory. */
+#define DEFINE_KERNEL3(name, T, F)                                                       \
+    static void name##3(T *restrict d, const T *restrict a, const T *restrict b, size_t n, \
+                        int b_first)                                                     \
+    {                                                                                    \
+        if (b_first)                                                                     \
+            for (size_t i = 0; i < n; i++)                                               \
+                d[i] = F(b[i], a[i]);                                                    \
+        else                                                                             \
+            for (size_t i = 0; i < n; i++)                                               \
+                d[i] = F(a[i], b[i]);                                                    \
+    }
+
 #define DEFINE_HALF_KERNEL(name, F, TOF, FROMF)                                          \
     static void name(uint16_t *restrict d, const uint16_t *restrict s, size_t n,         \
                      int src_first)                                                      \
@@ -102,7 +115,11 @@ uint16_t terse__float_to_bf16(float f)
     DEFINE_KERNEL(pfx##_sum, T, ADD)                                                     \
     DEFINE_KERNEL(pfx##_prod, T, MUL)                                                    \
     DEFINE_KERNEL(pfx##_min, T, FMIN)                                                    \
-    DEFINE_KERNEL(pfx##_max, T, FMAX)
+    DEFINE_KERNEL(pfx##_max, T, FMAX)                                                    \
+    DEFINE_KERNEL3(pfx##_sum, T, ADD)                                                    \
+    DEFINE_KERNEL3(pfx##_prod, T, MUL)                                                   \
+    DEFINE_KERNEL3(pfx##_min, T, FMIN)                                                   \
+    DEFINE_KERNEL3(pfx##_max, T, FMAX)
 #define DEFINE_HALF_OPS(pfx, TOF, FROMF)                                                 \
     DEFINE_HALF_KERNEL(pfx##_sum, ADD, TOF, FROMF)                                       \
     DEFINE_HALF_KERNEL(pfx##_prod, MUL, TOF, FROMF)                                      \
@@ -113,14 +130,17 @@ DEFINE_FLOAT_OPS(f32, float)
 DEFINE_FLOAT_OPS(f64, double)
 DEFINE_HALF_OPS(f16, terse__half_to_float, terse__float_to_half)
 DEFINE_HALF_OPS(bf16, terse__bf16_to_float, terse__float_to_bf16)
-DEFINE_KERNEL(i32_sum, int32_t, IADD32)
-DEFINE_KERNEL(i32_prod, int32_t, IMUL32)
-DEFINE_KERNEL(i32_min, int32_t, IMIN)
-DEFINE_KERNEL(i32_max, int32_t, IMAX)
-DEFINE_KERNEL(i64_sum, int64_t, IADD64)
-DEFINE_KERNEL(i64_prod, int64_t, IMUL64)
-DEFINE_KERNEL(i64_min, int64_t, IMIN)
-DEFINE_KERNEL(i64_max, int64_t, IMAX)
+#define DEFINE_INT_OPS(pfx, T, ADDF, MULF)                                               \
+    DEFINE_KERNEL(pfx##_sum, T, ADDF)                                                    \
+    DEFINE_KERNEL(pfx##_prod, T, MULF)                                                   \
+    DEFINE_KERNEL(pfx##_min, T, IMIN)                                                    \
+    DEFINE_KERNEL(pfx##_max, T, IMAX)                                                    \
+    DEFINE_KERNEL3(pfx##_sum, T, ADDF)                                                   \
+    DEFINE_KERNEL3(pfx##_prod, T, MULF)                                                  \
+    DEFINE_KERNEL3(pfx##_min, T, IMIN)                                                   \
+    DEFINE_KERNEL3(pfx##_max, T, IMAX)
+DEFINE_INT_OPS(i32, int32_t, IADD32, IMUL32)
+DEFINE_INT_OPS(i64, int64_t, IADD64, IMUL64)
 
 typedef void (*kernel_fn)(void *, const void *, size_t, int);
 #define K(f) ((kernel_fn)(f))
@@ -138,6 +158,28 @@ void terse__reduce(terse_dtype_t dtype, terse_op_t op, void *dst, const void *sr
                    int src_first)
 {
     kernels[dtype][op](dst, src, count, src_first);
+}
+
+typedef void (*kernel3_fn)(void *, const void *, const void *, size_t, int);
+#define K3(f) ((kernel3_fn)(f##3))
+static const kernel3_fn kernels3[TERSE_DTYPE_COUNT][TERSE_OP_COUNT] = {
+    [TERSE_FLOAT32] = {K3(f32_sum), K3(f32_prod), K3(f32_min), K3(f32_max), K3(f32_sum)},
+    [TERSE_FLOAT64] = {K3(f64_sum), K3(f64_prod), K3(f64_min), K3(f64_max), K3(f64_sum)},
+    [TERSE_INT32] = {K3(i32_sum), K3(i32_prod), K3(i32_min), K3(i32_max), K3(i32_sum)},
+    [TERSE_INT64] = {K3(i64_sum), K3(i64_prod), K3(i64_min), K3(i64_max), K3(i64_sum)},
+};
+
+void terse__reduce3(terse_dtype_t dtype, terse_op_t op, void *dst, const void *a, const void *b,
+                    size_t count, int b_first)
+{
+    if (kernels3[dtype][op] && dst != a) {
+        kernels3[dtype][op](dst, a, b, count, b_first);
+        return;
+    }
+    /* 16-bit floats convert per element anyway: copy, then reduce in place. */
+    if (dst != a)
+        memcpy(dst, a, count * dtype_sizes[dtype]);
+    kernels[dtype][op](dst, b, count, b_first);
 }
 
 void terse__scale_avg(terse_dtype_t dtype, void *buf, size_t count, int n)

@@ -21,6 +21,11 @@ uint16_t terse__float_to_bf16(float f);   /* round to nearest even, NaN stays Na
 void terse__reduce(terse_dtype_t dtype, terse_op_t op, void *dst, const void *src, size_t count,
                    int src_first);
 
+/* dst[i] = a[i] op b[i] (b op a when b_first): the reduction of an incoming
+ * chunk b with a local input a, in one pass. dst may equal a; b overlaps neither. */
+void terse__reduce3(terse_dtype_t dtype, terse_op_t op, void *dst, const void *a, const void *b,
+                    size_t count, int b_first);
+
 /* buf[i] /= n: the final step of TERSE_AVG. Integers truncate toward zero. */
 void terse__scale_avg(terse_dtype_t dtype, void *buf, size_t count, int n);
 

@@ -1,6 +1,9 @@
 /* request.c - start/test/wait life cycle of non-blocking collectives. */
 #include "coll/coll.h"
 #include "log.h"
+#include "net.h"
+
+#include <sched.h>
 
 terse_status_t terse_request_test(terse_request_t *req, int *done)
 {
@@ -16,10 +19,18 @@ terse_status_t terse_request_wait(terse_request_t *req)
 {
     if (!req)
         return TERSE_ERR_INVALID_ARG;
-    /* Sleep in the transport between events (100 ms slices keep the timeout
-     * check responsive) rather than spinning: ranks often outnumber cores. */
-    while (!req->done)
-        terse__comm_progress(req->comm, 100);
+    /* Poll briefly (yielding the core: ranks often outnumber cores), then
+     * sleep in the transport between events; 100 ms slices keep the timeout
+     * check responsive. */
+    double spin_until = terse__now() + 1e-6 * req->comm->cfg.spin_us;
+    while (!req->done) {
+        if (terse__now() < spin_until) {
+            terse__comm_progress(req->comm, 0);
+            sched_yield();
+        } else {
+            terse__comm_progress(req->comm, 100);
+        }
+    }
     terse_status_t st = req->status;
     terse__sched_free(req);
     return st;

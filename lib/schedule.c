@@ -4,7 +4,7 @@
  * into user memory, runs local steps, and detects mismatches, dead peers and
  * timeouts. Nothing here knows which algorithm built the schedule.
  */
-#include "sched.h"
+#include "schedule.h"
 #include "dtype.h"
 #include "log.h"
 #include "net.h"
@@ -249,9 +249,8 @@ static void apply_recv(terse_request_t *req, terse_sched_op_t *o, const char *pa
         memcpy(o->dst, payload, o->bytes);
         break;
     case TERSE_ACT_REDUCE3:
-        if (o->dst != o->src)
-            memcpy(o->dst, o->src, o->bytes);
-        /* fall through */
+        terse__reduce3(req->dtype, req->op, o->dst, o->src, payload, o->bytes / esz, o->src_first);
+        break;
     case TERSE_ACT_REDUCE:
         terse__reduce(req->dtype, req->op, o->dst, payload, o->bytes / esz, o->src_first);
         break;
@@ -328,16 +327,22 @@ static int process_arrivals(terse_comm_t *comm)
             break;
         moved += m;
     }
-    /* Return freed slots, batched per peer. */
+    return moved;
+}
+
+/* Return freed slots, batched: while work flows a peer gets them back once
+ * half its window is free; before this rank blocks, always (so no peer can
+ * wait on credits we sit on). */
+static void return_credits(terse_comm_t *comm, int all)
+{
     for (int p = 0; p < comm->size; p++) {
         terse_chan_t *ch = &comm->chans[p];
-        if (!ch->credits_owed || ch->lost || ch->bye)
+        if (!ch->credits_owed || ch->lost || ch->bye || (!all && ch->credits_owed * 2 < (uint32_t)comm->nslots))
             continue;
         comm->tp_ops->write_notify(comm->tp, p, NULL, 0, NULL, 0,
                                    TERSE_IMM(TERSE_IMM_CREDIT, ch->credits_owed), UINT64_MAX);
         ch->credits_owed = 0;
     }
-    return moved;
 }
 
 static int run_locals(terse_comm_t *comm)
@@ -496,6 +501,7 @@ void terse__comm_progress(terse_comm_t *comm, int timeout_ms)
     int moved = issue_sends(comm);
     moved += process_arrivals(comm);
     moved += run_locals(comm);
+    return_credits(comm, !moved);
     /* Poll without blocking when we just did work: more may already be ready. */
     int ev = comm->tp_ops->progress(comm->tp, moved ? 0 : timeout_ms, terse__comm_on_event, comm);
     if (ev < 0)

@@ -9,8 +9,8 @@
  *  - chunks from a peer are consumed in arrival order, matched by sequence
  *    number to a request and by position to that request's next receive.
  */
-#ifndef TERSE_SCHED_H
-#define TERSE_SCHED_H
+#ifndef TERSE_SCHEDULE_H
+#define TERSE_SCHEDULE_H
 
 #include "comm.h"
 
