@@ -422,14 +422,16 @@ static void on_abort(terse_comm_t *comm, int from, uint32_t val)
     /* Widen the peer's 29-bit sequence number to ours: the nearest value. */
     uint32_t seq = comm->next_seq - ((comm->next_seq - ch->abort_seq) & TERSE_IMM_VAL_MASK);
     int culprit = c == TERSE_CULPRIT_NONE || c >= (uint32_t)comm->size ? -1 : (int)c;
+    /* Forward it (propagate = 1): our later goodbye then reaches every peer
+     * only after the abort, so no peer mistakes our exit for the cause. */
     if (culprit == comm->rank)
-        terse__comm_fail(comm, st, culprit, seq, 0, "rank %d reported an error involving this rank: %s",
+        terse__comm_fail(comm, st, culprit, seq, 1, "rank %d reported an error involving this rank: %s",
                          from, terse_strerror(st));
     else if (culprit >= 0)
-        terse__comm_fail(comm, st, culprit, seq, 0, "rank %d reported: %s (rank %d)", from,
+        terse__comm_fail(comm, st, culprit, seq, 1, "rank %d reported: %s (rank %d)", from,
                          terse_strerror(st), culprit);
     else
-        terse__comm_fail(comm, st, culprit, seq, 0, "rank %d reported: %s", from, terse_strerror(st));
+        terse__comm_fail(comm, st, culprit, seq, 1, "rank %d reported: %s", from, terse_strerror(st));
 }
 
 void terse__comm_on_event(void *arg, const terse_tp_event_t *ev)
