@@ -47,9 +47,13 @@ static const cfg_row_t terse_config_table[] = {
         "Payload bytes per pipelined chunk; also the size of one receive slot."),
     ROW("TERSE_SLOTS", CFG_INT, slots, "8", "Receive slots (flow-control credits) per peer."),
     ROW_S("TERSE_ALLREDUCE_ALGO", allreduce_algo, "auto",
-          "Allreduce algorithm: auto, ring (reduce-scatter + allgather) or rd (recursive doubling)."),
+          "Allreduce algorithm: auto, rd (recursive doubling), rabenseifner (recursive halving + "
+          "doubling) or ring (pipelined ring reduce-scatter + allgather)."),
     ROW("TERSE_RD_THRESHOLD", CFG_SIZE, rd_threshold, "32K",
         "With auto, allreduce messages up to this many bytes use recursive doubling."),
+    ROW("TERSE_RING_THRESHOLD", CFG_SIZE, ring_threshold, "1M",
+        "With auto, allreduce messages above this many bytes use the ring; smaller ones above "
+        "TERSE_RD_THRESHOLD use Rabenseifner."),
     ROW("TERSE_TCP_SOCKBUF", CFG_SIZE, tcp_sockbuf, "4M", "Socket send/receive buffer of TCP data connections."),
     ROW("TERSE_SPIN_US", CFG_INT, spin_us, "50",
         "Microseconds a waiting call keeps polling (yielding the CPU between polls) before it "

@@ -18,6 +18,7 @@ typedef struct terse_config {
     int slots;               /* receive slots (credits) per peer */
     char allreduce_algo[16]; /* auto, ring, rd */
     size_t rd_threshold;     /* allreduce bytes at or below which rd is used */
+    size_t ring_threshold;   /* allreduce bytes above which the ring is used */
     size_t tcp_sockbuf;      /* SO_SNDBUF / SO_RCVBUF of data sockets */
     int spin_us;             /* poll without sleeping this long before blocking */
     int rank;                /* TERSE_RANK, -1 if unset */

@@ -153,8 +153,12 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
         return 1;
     }
     if (me == 0) {
-        printf("# terse_perf: %s, %d ranks, transport %s, %d warm-up + %d timed iterations\n", o->coll,
-               n, terse_comm_transport(comm), o->warmup, o->iters);
+        if (o->iters)
+            printf("# terse_perf: %s, %d ranks, transport %s, %d warm-up + %d timed iterations\n",
+                   o->coll, n, terse_comm_transport(comm), o->warmup, o->iters);
+        else
+            printf("# terse_perf: %s, %d ranks, transport %s, %d warm-up + clamp(256M/size, 5, 200) "
+                   "timed iterations\n", o->coll, n, terse_comm_transport(comm), o->warmup);
         printf("#%12s %12s %9s %7s %10s %8s %8s %7s\n", "size", "count", "type", "redop", "time",
                "algbw", "busbw", "#wrong");
         printf("#%12s %12s %9s %7s %10s %8s %8s %7s\n", "(B)", "(elements)", "", "", "(us)", "(GB/s)",
@@ -169,15 +173,21 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
             total = count * (size_t)n;
         size_t incount = gather ? count : total;
         fill(o->dtype, in, incount, me);
+        /* -i 0: clamp(256 MiB / size, 5, 200) iterations, as the peer benches do */
+        int iters = o->iters;
+        if (iters == 0) {
+            size_t k = ((size_t)256 << 20) / (bytes ? bytes : 1);
+            iters = k < 5 ? 5 : k > 200 ? 200 : (int)k;
+        }
         for (int i = 0; i < o->warmup; i++)
             if ((st = run_once(comm, o, in, out, count)) != TERSE_OK)
                 break;
         if (st == TERSE_OK)
             st = terse_barrier(comm);
         double t0 = now();
-        for (int i = 0; i < o->iters && st == TERSE_OK; i++)
+        for (int i = 0; i < iters && st == TERSE_OK; i++)
             st = run_once(comm, o, in, out, count);
-        double el = (now() - t0) / o->iters;
+        double el = (now() - t0) / iters;
         if (st != TERSE_OK) {
             const char *d;
             terse_comm_error(comm, &d);
@@ -222,7 +232,7 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: terse_perf [-n ranks] [-b minbytes] [-e maxbytes] [-f factor] [-w warmup]\n"
-            "                  [-i iters] [-d float32|float64|float16|bfloat16|int32|int64]\n"
+            "                  [-i iters (0: auto)] [-d float32|float64|float16|bfloat16|int32|int64]\n"
             "                  [-o sum|prod|min|max|avg] [-t allreduce|allgather|reduce_scatter|broadcast]\n"
             "                  [-c 0|1] [-T tcp|verbs|auto] [--config]\n"
             "  -n N  fork N local ranks (default: the ranks of mpirun/srun, else 2)\n");
@@ -230,7 +240,7 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    opts_t o = {.minb = 8, .maxb = 32 << 20, .factor = 2, .warmup = 5, .iters = 20, .check = 1,
+    opts_t o = {.minb = 8, .maxb = 32 << 20, .factor = 2, .warmup = 5, .iters = 0, .check = 1,
                 .nranks = 0, .dtype = TERSE_FLOAT32, .op = TERSE_SUM, .coll = "allreduce"};
     static struct option lopts[] = {{"config", no_argument, 0, 'C'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
@@ -268,7 +278,7 @@ int main(int argc, char **argv)
         usage();
         return 2;
     }
-    if (o.factor <= 1 || o.iters < 1 || o.minb > o.maxb || o.minb < terse_dtype_size(o.dtype)) {
+    if (o.factor <= 1 || o.iters < 0 || o.minb > o.maxb || o.minb < terse_dtype_size(o.dtype)) {
         fprintf(stderr, "terse_perf: need factor > 1, iters >= 1, dtype size <= minbytes <= maxbytes\n");
         return 2;
     }

@@ -344,6 +344,8 @@ static const body_t bodies[] = {
     {"allreduce ring, 16K chunks, 2 slots", body_allreduce,
      "TERSE_ALLREDUCE_ALGO=ring;TERSE_CHUNK_SIZE=16K;TERSE_SLOTS=2"},
     {"allreduce recursive doubling, 8K chunks", body_allreduce, "TERSE_ALLREDUCE_ALGO=rd;TERSE_CHUNK_SIZE=8K"},
+    {"allreduce rabenseifner, 16K chunks, 2 slots", body_allreduce,
+     "TERSE_ALLREDUCE_ALGO=rabenseifner;TERSE_CHUNK_SIZE=16K;TERSE_SLOTS=2"},
     {"bit-identical results", body_identical, ""},
     {"reduce_scatter/allgather/allgatherv/broadcast/barrier", body_others, ""},
     {"other collectives, 4K chunks, 3 slots", body_others, "TERSE_CHUNK_SIZE=4K;TERSE_SLOTS=3"},
@@ -387,10 +389,10 @@ static void run_case(int b, int n)
 /* CUnit tests take no arguments: one trampoline per (body, rank count). */
 #define T(b, r) static void case_##b##_##r(void) { run_case(b, rank_counts[r]); }
 #define TROW(b) T(b, 0) T(b, 1) T(b, 2) T(b, 3) T(b, 4) T(b, 5)
-TROW(0) TROW(1) TROW(2) TROW(3) TROW(4) TROW(5) TROW(6)
+TROW(0) TROW(1) TROW(2) TROW(3) TROW(4) TROW(5) TROW(6) TROW(7)
 #define P(b, r) case_##b##_##r
 #define PROW(b) {P(b, 0), P(b, 1), P(b, 2), P(b, 3), P(b, 4), P(b, 5)}
-static void (*const cases[NB][NR])(void) = {PROW(0), PROW(1), PROW(2), PROW(3), PROW(4), PROW(5), PROW(6)};
+static void (*const cases[NB][NR])(void) = {PROW(0), PROW(1), PROW(2), PROW(3), PROW(4), PROW(5), PROW(6), PROW(7)};
 
 int main(void)
 {

@@ -1,7 +1,7 @@
 /*
- * allreduce.c - terse_allreduce: recursive doubling for small messages
- * (log2 n rounds, latency-bound), ring reduce-scatter + allgather for large
- * ones (2(n-1)/n of the data per rank, bandwidth-bound).
+ * allreduce.c - terse_allreduce: algorithm choice, recursive doubling (small
+ * messages) and the pipelined ring reduce-scatter + allgather (large ones).
+ * Mid sizes use Rabenseifner (rabenseifner.c).
  */
 #include "coll.h"
 #include "../log.h"
@@ -96,7 +96,8 @@ static int build_ring(terse_request_t *req, const char *in, char *out, size_t co
     terse_blocks_t b;
     int rc = -1;
     int *fin = NULL, *sent = NULL;
-    if (terse__blocks_even(&b, comm->size, count, esz, comm->chunk))
+    if (terse__blocks_even(&b, comm->size, count, esz,
+                            terse__pipeline_chunk(comm, count * esz / (size_t)comm->size)))
         goto out;
     fin = malloc(sizeof(int) * (size_t)(b.cbase[b.n] + 1));
     sent = malloc(sizeof(int) * (size_t)(b.cbase[b.n] + 1));
@@ -113,6 +114,27 @@ out:
     return rc;
 }
 
+typedef enum { ALGO_RD, ALGO_RABENSEIFNER, ALGO_RING } allreduce_algo_t;
+
+/* TERSE_ALLREDUCE_ALGO wins; auto picks by size: latency-bound small messages
+ * take recursive doubling (log2 n steps, full vector each), mid sizes
+ * Rabenseifner (2 log2 n steps, ring bandwidth), large ones the pipelined ring
+ * (2(n-1) steps, least work per byte). Every rank must choose the same, so
+ * only arguments that agree everywhere enter. */
+static allreduce_algo_t choose(const terse_comm_t *comm, size_t bytes, size_t count)
+{
+    const char *a = comm->cfg.allreduce_algo;
+    if (!strcmp(a, "rd"))
+        return ALGO_RD;
+    if (!strcmp(a, "rabenseifner"))
+        return ALGO_RABENSEIFNER;
+    if (!strcmp(a, "ring"))
+        return ALGO_RING;
+    if (bytes <= comm->cfg.rd_threshold || count < (size_t)comm->size)
+        return ALGO_RD;
+    return bytes <= comm->cfg.ring_threshold ? ALGO_RABENSEIFNER : ALGO_RING;
+}
+
 terse_status_t terse_allreduce_start(terse_comm_t *comm, const void *sendbuf, void *recvbuf,
                                      size_t count, terse_dtype_t dtype, terse_op_t op,
                                      terse_request_t **out)
@@ -120,12 +142,14 @@ terse_status_t terse_allreduce_start(terse_comm_t *comm, const void *sendbuf, vo
     terse_status_t st = terse__coll_check(comm, dtype, (int)op, 1, sendbuf, recvbuf, count);
     if (st != TERSE_OK)
         return st;
-    terse_request_t *req;
-    if ((st = terse__sched_new(comm, TERSE_COLL_ALLREDUCE, dtype, op, -1, count, 0, &req)) != TERSE_OK)
-        return st;
     size_t esz = terse_dtype_size(dtype), bytes = count * esz;
+    allreduce_algo_t algo = choose(comm, bytes, count);
+    terse_request_t *req;
+    /* The algorithm is part of the signature: ranks configured differently
+     * are reported as a mismatch rather than exchanging garbage. */
+    if ((st = terse__sched_new(comm, TERSE_COLL_ALLREDUCE, dtype, op, -1, count, (uint64_t)algo, &req)) != TERSE_OK)
+        return st;
     int rc = 0;
-    const char *algo = comm->cfg.allreduce_algo;
     if (count == 0) {
         /* nothing to move; the call still takes a sequence number */
     } else if (comm->size == 1) {
@@ -133,13 +157,17 @@ terse_status_t terse_allreduce_start(terse_comm_t *comm, const void *sendbuf, vo
             memcpy(recvbuf, sendbuf, bytes);
         if (op == TERSE_AVG)
             terse__scale_avg(dtype, recvbuf, count, 1);
-    } else if (strcmp(algo, "rd") == 0 ||
-               (strcmp(algo, "ring") != 0 && (bytes <= comm->cfg.rd_threshold || count < (size_t)comm->size))) {
+    } else if (algo == ALGO_RING) {
+        rc = build_ring(req, sendbuf, recvbuf, count, esz);
+    } else {
         if (sendbuf != recvbuf)
             memcpy(recvbuf, sendbuf, bytes);
-        rc = build_rd(req, recvbuf, bytes, comm->chunk - comm->chunk % esz);
-    } else {
-        rc = build_ring(req, sendbuf, recvbuf, count, esz);
+        if (algo == ALGO_RD) {
+            size_t ch = terse__pipeline_chunk(comm, bytes);
+            rc = build_rd(req, recvbuf, bytes, ch - ch % esz);
+        } else {
+            rc = terse__build_rabenseifner(req, recvbuf, count, esz);
+        }
     }
     if (rc) {
         terse__sched_free(req);

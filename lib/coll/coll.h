@@ -12,6 +12,16 @@ terse_status_t terse__coll_check(const terse_comm_t *comm, terse_dtype_t dtype, 
 /* Commit req; block until done when out == NULL, else hand it to the caller. */
 terse_status_t terse__coll_run(terse_request_t *req, terse_request_t **out);
 
+/* Chunk size for a pipelined step of seg_bytes: at least 4 chunks so the
+ * steps overlap, never below 16 KiB (per-chunk overhead) nor above a slot. */
+static inline size_t terse__pipeline_chunk(const terse_comm_t *comm, size_t seg_bytes)
+{
+    size_t c = ((seg_bytes / 4) + 4095) & ~(size_t)4095;
+    if (c < 16384)
+        c = 16384;
+    return c < comm->chunk ? c : comm->chunk;
+}
+
 /* Byte layout of n blocks: off[b], len[b] (multiples of the element size). */
 typedef struct terse_blocks {
     int n;
@@ -54,5 +64,11 @@ int terse__ring_reduce_scatter(terse_request_t *req, const terse_blocks_t *b, co
  */
 int terse__ring_allgather(terse_request_t *req, const terse_blocks_t *b, char *buf,
                           const char *own_src, const int *ready, const int *busy);
+
+/*
+ * Allreduce of count elements in place in buf by recursive halving and
+ * doubling (Rabenseifner). Returns 0, or -1 when out of memory.
+ */
+int terse__build_rabenseifner(terse_request_t *req, char *buf, size_t count, size_t esz);
 
 #endif
