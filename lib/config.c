@@ -49,8 +49,9 @@ static const cfg_row_t terse_config_table[] = {
     ROW_S("TERSE_ALLREDUCE_ALGO", allreduce_algo, "auto",
           "Allreduce algorithm: auto, rd (recursive doubling), rabenseifner (recursive halving + "
           "doubling) or ring (pipelined ring reduce-scatter + allgather)."),
-    ROW("TERSE_RD_THRESHOLD", CFG_SIZE, rd_threshold, "32K",
-        "With auto, allreduce messages up to this many bytes use recursive doubling."),
+    ROW("TERSE_RD_THRESHOLD", CFG_SIZE, rd_threshold, "0",
+        "With auto, allreduce messages up to this many bytes use recursive doubling; 0 means "
+        "512K / log2(ranks), measured on TCP loopback (docs/performance.md)."),
     ROW("TERSE_RING_THRESHOLD", CFG_SIZE, ring_threshold, "1M",
         "With auto, allreduce messages above this many bytes use the ring; smaller ones above "
         "TERSE_RD_THRESHOLD use Rabenseifner."),

@@ -1,0 +1,76 @@
+#!/bin/sh
+# Peer comparison: terse allreduce vs Open MPI MPI_Allreduce (ob1, btl tcp on
+# loopback) vs Gloo (ring-chunked and halving-doubling, TCP transport), all
+# float32 sum, in one run, printed as busbw (GB/s) and ratios per size.
+#
+#   perf/compare.sh [-n "2 4"] [-b 4096] [-e 268435456] [-r 3] [-o out.md]
+#
+# Each (library, rank count) sweep runs -r times, interleaved, and the median
+# busbw per size is reported. Every library checks its results (a wrong
+# element makes the script fail). Installs what it needs (Debian packages).
+set -eu
+cd "$(dirname "$0")/.."
+RANKS="2 4"; MINB=4096; MAXB=268435456; REPS=3; OUT=""
+while getopts "n:b:e:r:o:" opt; do
+    case $opt in
+    n) RANKS=$OPTARG ;; b) MINB=$OPTARG ;; e) MAXB=$OPTARG ;; r) REPS=$OPTARG ;; o) OUT=$OPTARG ;;
+    *) echo "usage: $0 [-n ranks] [-b min] [-e max] [-r reps] [-o out.md]" >&2; exit 2 ;;
+    esac
+done
+sh scripts/install-deps.sh libgloo-dev g++
+sh scripts/build.sh >/dev/null
+W=$(mktemp -d /tmp/terse-compare.XXXXXX)
+trap 'rm -rf "$W"' EXIT
+mpicc -O3 -o "$W/mpi_bench" perf/peers/mpi_allreduce_bench.c
+g++ -O3 -o "$W/gloo_bench" perf/peers/gloo_allreduce_bench.cc -lgloo -lpthread
+MPIRUN="mpirun --allow-run-as-root --oversubscribe --bind-to none --mca pml ob1 --mca btl self,tcp --mca btl_tcp_if_include lo"
+
+# Each runner prints "bytes busbw" lines and fails on wrong results.
+run_terse() { # n
+    ./perf/terse_perf -n "$1" -b "$MINB" -e "$MAXB" -f 4 -w 2 -i 0 -c 1 |
+        awk '!/^#/ { if ($8 != 0) { print "terse: wrong results" > "/dev/stderr"; exit 1 } print $1, $7 }'
+}
+run_mpi() { # n
+    $MPIRUN -n "$1" "$W/mpi_bench" "$MINB" "$MAXB" 4 2>/dev/null |
+        awk '{ if ($4 != 0) { print "mpi: wrong results" > "/dev/stderr"; exit 1 } print $1, $2 }'
+}
+run_gloo() { # n algo
+    store="$W/store.$2.$$.$(date +%s%N)"; mkdir -p "$store"
+    r=1; while [ "$r" -lt "$1" ]; do "$W/gloo_bench" "$r" "$1" "$store" "$2" "$MINB" "$MAXB" 4 >/dev/null & r=$((r + 1)); done
+    "$W/gloo_bench" 0 "$1" "$store" "$2" "$MINB" "$MAXB" 4 |
+        awk '{ if ($4 != 0) { print "gloo: wrong results" > "/dev/stderr"; exit 1 } print $1, $2 }'
+    wait
+}
+
+for n in $RANKS; do
+    rep=1
+    while [ "$rep" -le "$REPS" ]; do
+        echo "n=$n repetition $rep/$REPS: terse, Open MPI, Gloo ring-chunked, Gloo halving-doubling" >&2
+        run_terse "$n" > "$W/terse.$n.$rep"
+        run_mpi "$n" > "$W/mpi.$n.$rep"
+        run_gloo "$n" ring_chunked > "$W/gring.$n.$rep"
+        run_gloo "$n" halving_doubling > "$W/ghd.$n.$rep"
+        rep=$((rep + 1))
+    done
+done
+
+median() { # files... -> "bytes median_busbw" per size
+    cat "$@" | sort -k1,1n -k2,2g | awk '
+        { v[$1] = v[$1] " " $2; c[$1]++ }
+        END { for (b in v) { split(v[b], a, " "); m = int((c[b] + 1) / 2); print b, a[m] } }' | sort -n
+}
+
+{
+    echo "| ranks | size | terse | Open MPI | Gloo ring | Gloo HD | terse/MPI | terse/best Gloo |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for n in $RANKS; do
+        median "$W"/terse.$n.* > "$W/t"; median "$W"/mpi.$n.* > "$W/m"
+        median "$W"/gring.$n.* > "$W/g1"; median "$W"/ghd.$n.* > "$W/g2"
+        join "$W/t" "$W/m" | join - "$W/g1" | join - "$W/g2" | awk -v n="$n" '
+            function hs(b) { return b >= 1048576 ? b / 1048576 " MiB" : b / 1024 " KiB" }
+            { g = $4 > $5 ? $4 : $5
+              printf "| %d | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", n, hs($1), $2, $3, $4, $5, $2 / $3, $2 / g }'
+    done
+} > "$W/table"
+cat "$W/table"
+if [ -n "$OUT" ]; then cp "$W/table" "$OUT"; fi

@@ -130,7 +130,16 @@ static allreduce_algo_t choose(const terse_comm_t *comm, size_t bytes, size_t co
         return ALGO_RABENSEIFNER;
     if (!strcmp(a, "ring"))
         return ALGO_RING;
-    if (bytes <= comm->cfg.rd_threshold || count < (size_t)comm->size)
+    size_t rd = comm->cfg.rd_threshold;
+    if (rd == 0) {
+        /* recursive doubling moves log2(n) full vectors per rank: its edge
+         * over the ring shrinks as n grows */
+        int lg = 0;
+        while ((1 << lg) < comm->size)
+            lg++;
+        rd = ((size_t)512 << 10) / (size_t)(lg ? lg : 1);
+    }
+    if (bytes <= rd || count < (size_t)comm->size)
         return ALGO_RD;
     return bytes <= comm->cfg.ring_threshold ? ALGO_RABENSEIFNER : ALGO_RING;
 }
