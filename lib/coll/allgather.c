@@ -25,7 +25,7 @@ static terse_status_t allgatherv_start(terse_comm_t *comm, terse_coll_t coll, co
     if (st != TERSE_OK)
         return st;
     terse_blocks_t b;
-    if (terse__blocks_v(&b, n, counts, displs, esz, terse__pipeline_chunk(comm, total * esz / (size_t)n))) {
+    if (terse__blocks_v(&b, n, counts, displs, esz, comm->chunk)) {
         terse__sched_free(req);
         return TERSE_ERR_NO_MEMORY;
     }

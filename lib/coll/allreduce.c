@@ -97,7 +97,7 @@ static int build_ring(terse_request_t *req, const char *in, char *out, size_t co
     int rc = -1;
     int *fin = NULL, *sent = NULL;
     if (terse__blocks_even(&b, comm->size, count, esz,
-                            terse__pipeline_chunk(comm, count * esz / (size_t)comm->size)))
+                            comm->chunk))
         goto out;
     fin = malloc(sizeof(int) * (size_t)(b.cbase[b.n] + 1));
     sent = malloc(sizeof(int) * (size_t)(b.cbase[b.n] + 1));
@@ -172,8 +172,8 @@ terse_status_t terse_allreduce_start(terse_comm_t *comm, const void *sendbuf, vo
         if (sendbuf != recvbuf)
             memcpy(recvbuf, sendbuf, bytes);
         if (algo == ALGO_RD) {
-            size_t ch = terse__pipeline_chunk(comm, bytes);
-            rc = build_rd(req, recvbuf, bytes, ch - ch % esz);
+            /* one step, nothing to overlap: the largest chunks cost least */
+            rc = build_rd(req, recvbuf, bytes, comm->chunk - comm->chunk % esz);
         } else {
             rc = terse__build_rabenseifner(req, recvbuf, count, esz);
         }

@@ -27,7 +27,7 @@ terse_status_t terse_broadcast_start(terse_comm_t *comm, const void *sendbuf, vo
         return st;
     int n = comm->size, r = comm->rank, vr = (r - root + n) % n;
     size_t esz = terse_dtype_size(dtype), bytes = count * esz;
-    size_t chunk = terse__pipeline_chunk(comm, bytes / 2);
+    size_t chunk = comm->chunk;
     chunk -= chunk % esz;
     int nch = (int)((bytes + chunk - 1) / chunk);
     int chain = bytes > 4 * comm->chunk;

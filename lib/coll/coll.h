@@ -12,16 +12,6 @@ terse_status_t terse__coll_check(const terse_comm_t *comm, terse_dtype_t dtype, 
 /* Commit req; block until done when out == NULL, else hand it to the caller. */
 terse_status_t terse__coll_run(terse_request_t *req, terse_request_t **out);
 
-/* Chunk size for a pipelined step of seg_bytes: at least 4 chunks so the
- * steps overlap, never below 16 KiB (per-chunk overhead) nor above a slot. */
-static inline size_t terse__pipeline_chunk(const terse_comm_t *comm, size_t seg_bytes)
-{
-    size_t c = ((seg_bytes / 4) + 4095) & ~(size_t)4095;
-    if (c < 16384)
-        c = 16384;
-    return c < comm->chunk ? c : comm->chunk;
-}
-
 /* Byte layout of n blocks: off[b], len[b] (multiples of the element size). */
 typedef struct terse_blocks {
     int n;

@@ -22,7 +22,7 @@ int terse__build_rabenseifner(terse_request_t *req, char *buf, size_t count, siz
         p2 *= 2;
     int rem = n - p2;
     terse_blocks_t b;
-    if (terse__blocks_even(&b, p2, count, esz, terse__pipeline_chunk(comm, count * esz / (size_t)p2)))
+    if (terse__blocks_even(&b, p2, count, esz, comm->chunk))
         return -1;
     int total = b.cbase[p2];
     int *last = malloc(sizeof(int) * (size_t)(total + 1));

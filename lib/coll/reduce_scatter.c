@@ -33,7 +33,7 @@ terse_status_t terse_reduce_scatter_start(terse_comm_t *comm, const void *sendbu
         char *acc = (char *)recvbuf == in + (size_t)r * blk ? (char *)sendbuf : NULL;
         if (!acc)
             acc = req->scratch = malloc(blk * (size_t)n);
-        if (acc && terse__blocks_even(&b, n, recvcount * (size_t)n, esz, terse__pipeline_chunk(comm, blk)) == 0) {
+        if (acc && terse__blocks_even(&b, n, recvcount * (size_t)n, esz, comm->chunk) == 0) {
             fin = malloc(sizeof(int) * (size_t)(b.cbase[n] + 1));
             sent = malloc(sizeof(int) * (size_t)(b.cbase[n] + 1));
             if (fin && sent)
