@@ -153,7 +153,8 @@ terse_status_t terse_comm_create(const terse_comm_params_t *params, terse_comm_t
     }
     terse_tp_params_t tpp = {.rank = comm->rank, .size = comm->size, .secret_hash = comm->secret_hash,
                              .bind_addr = comm->cfg.bind_addr[0] ? comm->cfg.bind_addr : boot.local_ip,
-                             .sockbuf = comm->cfg.tcp_sockbuf, .timeout_sec = comm->cfg.timeout_sec};
+                             .sockbuf = comm->cfg.tcp_sockbuf, .timeout_sec = comm->cfg.timeout_sec,
+                             .place = comm->cfg.tcp_place ? terse__comm_place : NULL, .place_arg = comm, .place_head = TERSE_HDR_SIZE};
     st = comm->tp_ops->open(&tpp, &comm->tp);
     if (st == TERSE_OK)
         st = setup_slots(comm);

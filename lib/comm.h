@@ -35,7 +35,7 @@ typedef struct terse_wire_hdr {
     int32_t src;     /* sender rank */
     uint8_t coll, dtype, op, pad;
     int32_t root;
-    uint32_t pad2;
+    uint32_t placed; /* receiver-local: the payload was placed in user memory */
     uint64_t count;  /* for error messages */
     uint64_t pad3;
 } terse_wire_hdr_t;

@@ -56,6 +56,9 @@ static const cfg_row_t terse_config_table[] = {
         "With auto, allreduce messages above this many bytes use the ring; smaller ones above "
         "TERSE_RD_THRESHOLD use Rabenseifner."),
     ROW("TERSE_TCP_SOCKBUF", CFG_SIZE, tcp_sockbuf, "4M", "Socket send/receive buffer of TCP data connections."),
+    ROW("TERSE_TCP_PLACE", CFG_INT, tcp_place, "1",
+        "1: a received chunk that is only copied goes straight into the user's buffer; "
+        "0: every chunk lands in a receive slot first."),
     ROW("TERSE_SPIN_US", CFG_INT, spin_us, "50",
         "Microseconds a waiting call keeps polling (yielding the CPU between polls) before it "
         "sleeps in the kernel; 0 sleeps at once."),

@@ -308,7 +308,8 @@ static int consume_peer(terse_comm_t *comm, int p)
         }
         if (!deps_done(req, o))
             break;
-        apply_recv(req, o, base + TERSE_HDR_SIZE);
+        if (h->placed != TERSE_PLACED_MAGIC)
+            apply_recv(req, o, base + TERSE_HDR_SIZE);
         op_done(req, o);
         (*cur)++;
         ch->consumed++;
@@ -316,6 +317,30 @@ static int consume_peer(terse_comm_t *comm, int p)
         moved++;
     }
     return moved;
+}
+
+void *terse__comm_place(void *arg, int peer, void *head, size_t head_len, size_t rest_len)
+{
+    terse_comm_t *comm = arg;
+    terse_chan_t *ch = &comm->chans[peer];
+    terse_wire_hdr_t *h = head;
+    (void)head_len;
+    /* Only the next chunk to consume can be matched now; anything unusual
+     * takes the normal path, where consume_peer() reports it. */
+    if (ch->consumed != ch->arrived || h->magic != TERSE_WIRE_MAGIC || h->src != peer)
+        return NULL;
+    terse_request_t *req = find_seq(comm, h->seq);
+    if (!req)
+        return NULL;
+    int cur = req->recv_cur[peer], end = req->recv_off[peer + 1] - req->recv_off[peer];
+    if (cur >= end)
+        return NULL;
+    terse_sched_op_t *o = &req->ops[req->recv_idx[req->recv_off[peer] + cur]];
+    if (h->sig != req->sig || h->stream != (uint32_t)cur || h->bytes != o->bytes ||
+        o->action != TERSE_ACT_COPY || o->bytes != rest_len || o->finalize || !deps_done(req, o))
+        return NULL;
+    h->placed = TERSE_PLACED_MAGIC;
+    return o->dst;
 }
 
 static int process_arrivals(terse_comm_t *comm)

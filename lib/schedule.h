@@ -87,6 +87,11 @@ void terse__sched_free(terse_request_t *req);
  * the transport when nothing can move. */
 void terse__comm_progress(terse_comm_t *comm, int timeout_ms);
 
+/* Receive-side placement (terse_tp_place_fn): a chunk that completes a COPY
+ * receive goes straight to the user's buffer instead of a slot. */
+#define TERSE_PLACED_MAGIC 0x504c4344u
+void *terse__comm_place(void *arg, int peer, void *head, size_t head_len, size_t rest_len);
+
 /* Transport event handler (NOTIFY, SEND_DONE, PEER_ERROR). */
 void terse__comm_on_event(void *arg, const terse_tp_event_t *ev);
 

@@ -20,7 +20,8 @@ typedef struct terse_config {
     size_t rd_threshold;     /* allreduce bytes at or below which rd is used */
     size_t ring_threshold;   /* allreduce bytes above which the ring is used */
     size_t tcp_sockbuf;      /* SO_SNDBUF / SO_RCVBUF of data sockets */
-    int spin_us;             /* poll without sleeping this long before blocking */
+    int spin_us;
+    int tcp_place;           /* receive COPY chunks straight into user memory */             /* poll without sleeping this long before blocking */
     int rank;                /* TERSE_RANK, -1 if unset */
     int size;                /* TERSE_SIZE, 0 if unset */
 } terse_config_t;

@@ -350,6 +350,7 @@ static const body_t bodies[] = {
     {"reduce_scatter/allgather/allgatherv/broadcast/barrier", body_others, ""},
     {"other collectives, 4K chunks, 3 slots", body_others, "TERSE_CHUNK_SIZE=4K;TERSE_SLOTS=3"},
     {"non-blocking requests", body_nonblocking, "TERSE_CHUNK_SIZE=32K"},
+    {"other collectives, no receive placement", body_others, "TERSE_TCP_PLACE=0;TERSE_CHUNK_SIZE=64K"},
 };
 static const int rank_counts[] = {1, 2, 3, 4, 5, 8};
 
@@ -389,10 +390,10 @@ static void run_case(int b, int n)
 /* CUnit tests take no arguments: one trampoline per (body, rank count). */
 #define T(b, r) static void case_##b##_##r(void) { run_case(b, rank_counts[r]); }
 #define TROW(b) T(b, 0) T(b, 1) T(b, 2) T(b, 3) T(b, 4) T(b, 5)
-TROW(0) TROW(1) TROW(2) TROW(3) TROW(4) TROW(5) TROW(6) TROW(7)
+TROW(0) TROW(1) TROW(2) TROW(3) TROW(4) TROW(5) TROW(6) TROW(7) TROW(8)
 #define P(b, r) case_##b##_##r
 #define PROW(b) {P(b, 0), P(b, 1), P(b, 2), P(b, 3), P(b, 4), P(b, 5)}
-static void (*const cases[NB][NR])(void) = {PROW(0), PROW(1), PROW(2), PROW(3), PROW(4), PROW(5), PROW(6), PROW(7)};
+static void (*const cases[NB][NR])(void) = {PROW(0), PROW(1), PROW(2), PROW(3), PROW(4), PROW(5), PROW(6), PROW(7), PROW(8)};
 
 int main(void)
 {

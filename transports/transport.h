@@ -27,8 +27,21 @@
 typedef struct terse_tp terse_tp_t;
 typedef struct terse_tp_mr terse_tp_mr_t;
 
+/*
+ * Optional receive-side placement, for transports that copy payloads out of a
+ * byte stream (TCP): once the first head_len bytes of a write with more than
+ * that have landed in the registered region, the transport asks where the
+ * rest should go. NULL keeps the region; any other pointer receives the
+ * remaining rest_len bytes instead (the head stays in the region). RDMA
+ * transports ignore it: there the sender places data.
+ */
+typedef void *(*terse_tp_place_fn)(void *arg, int peer, void *head, size_t head_len, size_t rest_len);
+
 typedef struct terse_tp_params {
     int rank, size;
+    terse_tp_place_fn place;
+    void *place_arg;
+    size_t place_head;
     uint64_t secret_hash;  /* every connection must present it */
     const char *bind_addr; /* IPv4 to listen on ("" = any) */
     size_t sockbuf;        /* TCP socket buffers */

@@ -51,6 +51,7 @@ typedef struct tcp_peer {
     size_t rgot;
     char *rdst;
     size_t rleft;
+    size_t rrest; /* payload bytes after the placement head, not yet placed */
 } tcp_peer_t;
 
 struct terse_tp_mr {

@@ -213,9 +213,23 @@ static int read_peer(terse_tp_t *tp, int peer, terse_tp_event_cb cb, void *arg)
             }
             p->rdst = f->len ? mr->base + f->off : NULL;
             p->rleft = f->len;
+            p->rrest = 0;
+            if (tp->params.place && f->len > tp->params.place_head) {
+                /* read the head first, then ask where the rest goes */
+                p->rleft = tp->params.place_head;
+                p->rrest = f->len - tp->params.place_head;
+            }
         } else {
             p->rdst += n;
             p->rleft -= (size_t)n;
+        }
+        if (p->rleft == 0 && p->rrest) {
+            char *head = p->rdst - tp->params.place_head;
+            char *dst = tp->params.place(tp->params.place_arg, peer, head, tp->params.place_head, p->rrest);
+            p->rdst = dst ? dst : p->rdst;
+            p->rleft = p->rrest;
+            p->rrest = 0;
+            continue;
         }
         if (p->rleft == 0) {
             terse_tp_event_t ev = {.type = TERSE_TP_EV_NOTIFY, .peer = peer, .imm = p->rframe.imm};
