@@ -69,8 +69,9 @@ int terse_launch(int n, double timeout_sec, terse_rank_fn fn, void *arg, int *co
         snprintf(ctx.root, sizeof(ctx.root), "127.0.0.1:%u", base + id % 5000u);
         snprintf(ctx.secret, sizeof(ctx.secret), "mpi-case-%u", id);
         int rc = fn(&ctx, arg);
-        if (codes)
-            codes[xr] = rc;
+        if (codes) /* this process only knows its own outcome */
+            for (int r = 0; r < n; r++)
+                codes[r] = r == xr ? rc : 0;
         return rc != 0;
     }
     int port = free_port();

@@ -408,8 +408,13 @@ int main(void)
     for (char *save, *tp = strtok_r(tbuf, ",", &save); tp && ntp < 8; tp = strtok_r(NULL, ",", &save)) {
         snprintf(names[ntp], sizeof(names[ntp]), "collectives over %s", tp);
         CU_pSuite s = CU_add_suite(names[ntp], NULL, NULL);
+        int xr, xs, external = terse_launch_external(&xr, &xs);
+        if (external)
+            printf("under an external launcher with %d ranks: only the %d-rank cases run\n", xs, xs);
         for (int b = 0; b < NB; b++)
             for (int r = 0; r < NR; r++) {
+                if (external && rank_counts[r] != xs)
+                    continue;
                 snprintf(tnames[nt], sizeof(tnames[nt]), "%s, %d ranks", bodies[b].name, rank_counts[r]);
                 CU_add_test(s, tnames[nt++], cases[b][r]);
             }
