@@ -221,6 +221,8 @@ terse_status_t terse_comm_destroy(terse_comm_t *comm)
         comm->req_head = r->next;
         terse__sched_free(r);
     }
+    TERSE_INFO(COLL, "rank %d: %llu chunks received in place, %llu through a slot", comm->rank,
+               (unsigned long long)comm->stats_placed, (unsigned long long)comm->stats_slot);
     /* Say goodbye so peers can tell a clean exit from a crash. */
     for (int p = 0; p < comm->size; p++)
         if (p != comm->rank && !comm->chans[p].lost)

@@ -68,6 +68,8 @@ struct terse_comm {
     char *rkeys;         /* size * TERSE_TP_RKEY_MAX: peers' receive regions */
     terse_chan_t *chans;
 
+    uint64_t stats_placed, stats_slot; /* chunks received in place / via a slot */
+
     terse_request_t *req_head, *req_tail;
     uint32_t next_seq;
     double last_activity;

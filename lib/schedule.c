@@ -308,8 +308,10 @@ static int consume_peer(terse_comm_t *comm, int p)
         }
         if (!deps_done(req, o))
             break;
-        if (h->placed != TERSE_PLACED_MAGIC)
+        if (h->placed != TERSE_PLACED_MAGIC) {
             apply_recv(req, o, base + TERSE_HDR_SIZE);
+            comm->stats_slot++;
+        }
         op_done(req, o);
         (*cur)++;
         ch->consumed++;
@@ -325,14 +327,22 @@ void *terse__comm_place(void *arg, int peer, void *head, size_t head_len, size_t
     terse_chan_t *ch = &comm->chans[peer];
     terse_wire_hdr_t *h = head;
     (void)head_len;
-    /* Only the next chunk to consume can be matched now; anything unusual
-     * takes the normal path, where consume_peer() reports it. */
-    if (ch->consumed != ch->arrived || h->magic != TERSE_WIRE_MAGIC || h->src != peer)
+    /* Anything unusual takes the normal path, where consume_peer() reports it. */
+    if (h->magic != TERSE_WIRE_MAGIC || h->src != peer)
         return NULL;
     terse_request_t *req = find_seq(comm, h->seq);
     if (!req)
         return NULL;
-    int cur = req->recv_cur[peer], end = req->recv_off[peer + 1] - req->recv_off[peer];
+    /* Chunks still waiting in slots come first; when they belong to the same
+     * call, this one is the op that many places after the cursor. */
+    uint64_t backlog = ch->arrived - ch->consumed;
+    for (uint64_t k = ch->consumed; k < ch->arrived; k++) {
+        const terse_wire_hdr_t *w = (const terse_wire_hdr_t *)(comm->recv_region +
+            ((size_t)peer * (size_t)comm->nslots + (size_t)(k % (uint64_t)comm->nslots)) * comm->slot_stride);
+        if (w->seq != h->seq)
+            return NULL;
+    }
+    int cur = req->recv_cur[peer] + (int)backlog, end = req->recv_off[peer + 1] - req->recv_off[peer];
     if (cur >= end)
         return NULL;
     terse_sched_op_t *o = &req->ops[req->recv_idx[req->recv_off[peer] + cur]];
@@ -340,6 +350,7 @@ void *terse__comm_place(void *arg, int peer, void *head, size_t head_len, size_t
         o->action != TERSE_ACT_COPY || o->bytes != rest_len || o->finalize || !deps_done(req, o))
         return NULL;
     h->placed = TERSE_PLACED_MAGIC;
+    comm->stats_placed++;
     return o->dst;
 }
 
