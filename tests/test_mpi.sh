@@ -8,6 +8,14 @@ if ! command -v "$MPIRUN" >/dev/null 2>&1; then
     exit 77
 fi
 dir=$(dirname "$0")
-exec timeout 900 "$MPIRUN" --allow-run-as-root --oversubscribe -n 4 \
-    --mca btl self,tcp --mca btl_tcp_if_include lo \
-    -x TERSE_TEST_TRANSPORTS "$dir/test_coll"
+run() { timeout 900 "$MPIRUN" --allow-run-as-root --oversubscribe --mca btl self,tcp \
+    --mca btl_tcp_if_include lo ${TERSE_TEST_TRANSPORTS:+-x TERSE_TEST_TRANSPORTS} "$@"; }
+status=0
+run -n 4 "$dir/test_coll" || status=1
+# terse_comm_create_from_mpi (built when MPI headers were found)
+if [ -x "$dir/test_mpi_comm" ]; then
+    run -n 3 "$dir/test_mpi_comm" || status=1
+else
+    echo "SKIP: test_mpi_comm not built (configure found no MPI development files)"
+fi
+exit $status
