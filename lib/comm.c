@@ -132,7 +132,11 @@ terse_status_t terse_comm_create(const terse_comm_params_t *params, terse_comm_t
     comm->secret_hash = terse__hash64(secret, strlen(secret), 0x7465727365ull);
     double deadline = terse__now() + comm->cfg.timeout_sec;
 
-    comm->tp_ops = terse__tp_select(comm->cfg.transport, &st);
+    /* Choose the transport before the rendezvous: a rank that cannot use it
+     * fails at once rather than leaving the others to time out. */
+    terse_tp_params_t probe = {.rank = comm->rank, .size = comm->size, .ib_device = comm->cfg.ib_device,
+                               .ib_addr = comm->cfg.ib_addr, .ib_gid_index = comm->cfg.ib_gid_index};
+    comm->tp_ops = terse__tp_select(comm->cfg.transport, &probe, &st);
     if (!comm->tp_ops) {
         free(comm);
         return st;
@@ -154,14 +158,19 @@ terse_status_t terse_comm_create(const terse_comm_params_t *params, terse_comm_t
     terse_tp_params_t tpp = {.rank = comm->rank, .size = comm->size, .secret_hash = comm->secret_hash,
                              .bind_addr = comm->cfg.bind_addr[0] ? comm->cfg.bind_addr : boot.local_ip,
                              .sockbuf = comm->cfg.tcp_sockbuf, .timeout_sec = comm->cfg.timeout_sec,
+                             .max_msg = comm->cfg.chunk_size, .max_outstanding = comm->cfg.slots,
+                             .ib_device = comm->cfg.ib_device, .ib_addr = comm->cfg.ib_addr,
+                             .ib_gid_index = comm->cfg.ib_gid_index, .ib_timeout = comm->cfg.ib_timeout,
+                             .ib_retry = comm->cfg.ib_retry,
                              .place = comm->cfg.tcp_place ? terse__comm_place : NULL, .place_arg = comm, .place_head = TERSE_HDR_SIZE};
     st = comm->tp_ops->open(&tpp, &comm->tp);
     if (st == TERSE_OK)
         st = setup_slots(comm);
 
     /* Rendezvous: everyone's transport address and receive-slot key. */
-    const size_t blen = TERSE_TP_ADDR_MAX + TERSE_TP_RKEY_MAX;
-    char mine[TERSE_TP_ADDR_MAX + TERSE_TP_RKEY_MAX] = {0};
+    /* blob: transport address | receive-slot key | transport name */
+    const size_t blen = TERSE_TP_ADDR_MAX + TERSE_TP_RKEY_MAX + 16;
+    char mine[TERSE_TP_ADDR_MAX + TERSE_TP_RKEY_MAX + 16] = {0};
     char *all = NULL;
     const void **blobs = NULL;
     if (st == TERSE_OK) {
@@ -169,6 +178,7 @@ terse_status_t terse_comm_create(const terse_comm_params_t *params, terse_comm_t
         st = comm->tp_ops->address(comm->tp, mine, &alen);
         if (st == TERSE_OK)
             st = comm->tp_ops->mem_rkey(comm->tp, comm->recv_mr, mine + TERSE_TP_ADDR_MAX);
+        snprintf(mine + TERSE_TP_ADDR_MAX + TERSE_TP_RKEY_MAX, 16, "%s", comm->tp_ops->name);
     }
     if (st == TERSE_OK) {
         all = calloc((size_t)comm->size, blen);
@@ -180,6 +190,14 @@ terse_status_t terse_comm_create(const terse_comm_params_t *params, terse_comm_t
     else if (st == TERSE_OK)
         memcpy(all, mine, blen);
     terse__boot_close(&boot);
+    for (int r = 0; st == TERSE_OK && r < comm->size; r++) {
+        const char *theirs = all + (size_t)r * blen + TERSE_TP_ADDR_MAX + TERSE_TP_RKEY_MAX;
+        if (strncmp(theirs, comm->tp_ops->name, 16) != 0) {
+            TERSE_WARN(INIT, "rank %d uses transport '%.16s', this rank '%s': set TERSE_TRANSPORT "
+                             "the same everywhere", r, theirs, comm->tp_ops->name);
+            st = TERSE_ERR_MISMATCH;
+        }
+    }
     if (st == TERSE_OK) {
         for (int r = 0; r < comm->size; r++) {
             blobs[r] = all + (size_t)r * blen;
@@ -266,7 +284,7 @@ void terse__comm_fail(terse_comm_t *comm, terse_status_t st, int culprit, uint32
 
 int terse_comm_rank(const terse_comm_t *comm) { return comm ? comm->rank : -1; }
 int terse_comm_size(const terse_comm_t *comm) { return comm ? comm->size : -1; }
-const char *terse_comm_transport(const terse_comm_t *comm) { return comm ? comm->tp_ops->name : "none"; }
+const char *terse_comm_transport(const terse_comm_t *comm) { return comm && comm->tp_ops ? comm->tp_ops->name : "none"; }
 
 terse_status_t terse_comm_error(const terse_comm_t *comm, const char **detail)
 {

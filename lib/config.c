@@ -62,6 +62,15 @@ static const cfg_row_t terse_config_table[] = {
     ROW("TERSE_SPIN_US", CFG_INT, spin_us, "50",
         "Microseconds a waiting call keeps polling (yielding the CPU between polls) before it "
         "sleeps in the kernel; 0 sleeps at once."),
+    ROW_S("TERSE_IB_DEVICE", ib_device, "",
+          "verbs: RDMA device and port, name[:port] (default: the first active port)."),
+    ROW_S("TERSE_IB_ADDR", ib_addr, "",
+          "verbs: IPv4 address on the RDMA device for RDMA CM (default: from the port's RoCE v2 GID)."),
+    ROW("TERSE_IB_GID_INDEX", CFG_INT, ib_gid_index, "-1",
+        "verbs: GID index whose IPv4 address to use (-1: the first IPv4-mapped GID)."),
+    ROW("TERSE_IB_TIMEOUT", CFG_INT, ib_timeout, "14",
+        "verbs: QP ack timeout exponent (4.096 us * 2^n per try)."),
+    ROW("TERSE_IB_RETRY_COUNT", CFG_INT, ib_retry, "7", "verbs: QP transport retry count (0-7)."),
     ROW("TERSE_RANK", CFG_INT, rank, "-1", "Rank of this process (overrides launcher variables)."),
     ROW("TERSE_SIZE", CFG_INT, size, "0", "Number of ranks (overrides launcher variables)."),
 };

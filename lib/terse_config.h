@@ -22,6 +22,11 @@ typedef struct terse_config {
     size_t tcp_sockbuf;      /* SO_SNDBUF / SO_RCVBUF of data sockets */
     int spin_us;
     int tcp_place;           /* receive COPY chunks straight into user memory */             /* poll without sleeping this long before blocking */
+    char ib_device[64];      /* verbs device[:port] */
+    char ib_addr[64];        /* verbs IPv4 address */
+    int ib_gid_index;        /* -1: automatic */
+    int ib_timeout;          /* QP ack timeout exponent */
+    int ib_retry;            /* QP retry count */
     int rank;                /* TERSE_RANK, -1 if unset */
     int size;                /* TERSE_SIZE, 0 if unset */
 } terse_config_t;

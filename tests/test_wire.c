@@ -75,14 +75,20 @@ static int body_wire(const terse_launch_ctx_t *ctx, void *arg)
     for (int i = 0; i < 1000; i++)
         x[i] = 1;
     RCHECK(ctx, terse_allreduce(comm, x, y, 1000, TERSE_FLOAT32, TERSE_SUM) == TERSE_OK, "good call");
+    /* After the barrier rank 0 has finished the good call: the bytes below
+     * can only hit the barrier (if rank 0 reads them together with our
+     * barrier message) or the next call. */
+    terse_status_t st = terse_barrier(comm);
     if (ctx->rank == 1) {
+        RCHECK(ctx, st == TERSE_OK, "barrier: %s", terse_strerror(st));
         inject(comm, c);
         sleep(2); /* let rank 0 read it before our connection closes */
         terse_comm_destroy(comm);
         return 0;
     }
     memset(y, 0, sizeof(y));
-    terse_status_t st = terse_allreduce(comm, x, y, 1000, TERSE_FLOAT32, TERSE_SUM);
+    if (st == TERSE_OK)
+        st = terse_allreduce(comm, x, y, 1000, TERSE_FLOAT32, TERSE_SUM);
     const char *detail;
     terse_comm_error(comm, &detail);
     RCHECK(ctx, st == TERSE_ERR_PROTOCOL, "case %d: got %s (%s), want PROTOCOL", (int)c, terse_strerror(st), detail);

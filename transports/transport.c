@@ -4,6 +4,10 @@
 
 #include <string.h>
 
+#ifdef TERSE_HAVE_VERBS
+#include "verbs/verbs.h"
+#endif
+
 static const terse_tp_ops_t *const transports[] = {
 #ifdef TERSE_HAVE_VERBS
     &terse_tp_verbs_ops,
@@ -11,14 +15,36 @@ static const terse_tp_ops_t *const transports[] = {
     &terse_tp_tcp_ops,
 };
 
-const terse_tp_ops_t *terse__tp_select(const char *name, terse_status_t *status)
+const terse_tp_ops_t *terse__tp_select(const char *name, const terse_tp_params_t *params,
+                                       terse_status_t *status)
 {
     *status = TERSE_OK;
     if (strcmp(name, "auto") == 0) {
-        /* Verbs is not built yet in this tree: auto means TCP. */
-        TERSE_INFO(INIT, "TERSE_TRANSPORT=auto: using %s", transports[sizeof(transports) / sizeof(transports[0]) - 1]->name);
+#ifdef TERSE_HAVE_VERBS
+        struct sockaddr_in a;
+        if (terse__verbs_pick_address(params, &a) == TERSE_OK) {
+            TERSE_INFO(INIT, "TERSE_TRANSPORT=auto: an RDMA device is usable, using verbs");
+            return &terse_tp_verbs_ops;
+        }
+        TERSE_INFO(INIT, "TERSE_TRANSPORT=auto: no usable RDMA device, using tcp");
+#else
+        (void)params;
+        TERSE_INFO(INIT, "TERSE_TRANSPORT=auto: built without verbs, using tcp");
+#endif
         return &terse_tp_tcp_ops;
     }
+#ifdef TERSE_HAVE_VERBS
+    if (strcmp(name, "verbs") == 0) {
+        struct sockaddr_in a;
+        if ((*status = terse__verbs_pick_address(params, &a)) != TERSE_OK) {
+            TERSE_WARN(INIT, "TERSE_TRANSPORT=verbs: no active RDMA port with an IPv4 address%s%s "
+                             "(ibv_devices / rdma link show; TERSE_IB_DEVICE, TERSE_IB_ADDR)",
+                       params->ib_device && *params->ib_device ? " on " : "",
+                       params->ib_device ? params->ib_device : "");
+            return NULL;
+        }
+    }
+#endif
     for (size_t i = 0; i < sizeof(transports) / sizeof(transports[0]); i++)
         if (strcmp(transports[i]->name, name) == 0)
             return transports[i];

@@ -46,6 +46,13 @@ typedef struct terse_tp_params {
     const char *bind_addr; /* IPv4 to listen on ("" = any) */
     size_t sockbuf;        /* TCP socket buffers */
     double timeout_sec;
+    size_t max_msg;        /* largest unregistered payload of one write */
+    int max_outstanding;   /* data writes in flight per peer (credits) */
+    const char *ib_device; /* verbs: "name[:port]" or "" */
+    const char *ib_addr;   /* verbs: IPv4 of the RDMA device or "" */
+    int ib_gid_index;      /* verbs: -1 or the GID whose IPv4 to use */
+    int ib_timeout;        /* verbs: QP ack timeout exponent */
+    int ib_retry;          /* verbs: retry count */
 } terse_tp_params_t;
 
 /* One local segment of a write. mr may be NULL for transports that do not
@@ -109,7 +116,9 @@ extern const terse_tp_ops_t terse_tp_tcp_ops;
 extern const terse_tp_ops_t terse_tp_verbs_ops;
 #endif
 
-/* Look up a transport by name ("tcp", "verbs"); "auto" picks the best usable one. */
-const terse_tp_ops_t *terse__tp_select(const char *name, terse_status_t *status);
+/* Look up a transport by name ("tcp", "verbs"); "auto" picks verbs when a
+ * usable device exists (probing with params), else tcp, and logs the choice. */
+const terse_tp_ops_t *terse__tp_select(const char *name, const terse_tp_params_t *params,
+                                       terse_status_t *status);
 
 #endif

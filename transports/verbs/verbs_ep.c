@@ -1,0 +1,322 @@
+/*
+ * verbs_ep.c - verbs data path. write_notify is one RDMA WRITE_WITH_IMM
+ * (gathering up to two segments; memory the caller did not register is
+ * copied into a bounce slot first, and small writes go inline); the peer sees
+ * it as a receive completion carrying the immediate. progress polls the CQ
+ * and, when told to wait, arms the completion channel and sleeps in poll()
+ * together with the RDMA CM channels (which report disconnects).
+ */
+#include "verbs.h"
+#include "../../lib/log.h"
+#include "../../lib/net.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void terse__verbs_queue_event(terse_tp_t *tp, const terse_tp_event_t *ev)
+{
+    if (tp->npending == tp->cap_pending) {
+        size_t n = tp->cap_pending ? 2 * tp->cap_pending : 64;
+        terse_tp_event_t *p = realloc(tp->pending, n * sizeof(*p));
+        if (!p)
+            return;
+        tp->pending = p;
+        tp->cap_pending = n;
+    }
+    tp->pending[tp->npending++] = *ev;
+}
+
+static void emit(terse_tp_t *tp, const terse_tp_event_t *ev, terse_tp_event_cb cb, void *arg)
+{
+    if (cb)
+        cb(arg, ev);
+    else
+        terse__verbs_queue_event(tp, ev);
+}
+
+static void fail_peer(terse_tp_t *tp, int peer, terse_status_t st, const char *why, terse_tp_event_cb cb,
+                      void *arg)
+{
+    verbs_peer_t *p = &tp->peers[peer];
+    if (p->failed)
+        return;
+    p->failed = 1;
+    TERSE_INFO(NET, "verbs: rank %d: %s", peer, why);
+    terse_tp_event_t ev = {.type = TERSE_TP_EV_PEER_ERROR, .peer = peer, .status = st,
+                           .msg = cb ? why : "connection lost"};
+    emit(tp, &ev, cb, arg);
+}
+
+static int post(terse_tp_t *tp, int peer, struct ibv_send_wr *wr)
+{
+    struct ibv_send_wr *bad;
+    verbs_peer_t *p = &tp->peers[peer];
+    if (p->posted - p->completed >= TERSE_VERBS_SEND_DEPTH)
+        return ENOMEM;
+    int rc = ibv_post_send(p->qp, wr, &bad);
+    if (rc == 0)
+        p->posted++;
+    return rc;
+}
+
+/* Post what waited for send-queue room, in order. */
+static void flush_backlog(terse_tp_t *tp, int peer, terse_tp_event_cb cb, void *arg)
+{
+    verbs_peer_t *p = &tp->peers[peer];
+    while (p->backlog && !p->failed) {
+        verbs_pending_t *b = p->backlog;
+        b->wr.sg_list = b->sge;
+        int rc = post(tp, peer, &b->wr);
+        if (rc == ENOMEM)
+            return;
+        if (rc != 0) {
+            char why[128];
+            snprintf(why, sizeof(why), "posting a write failed: %s", strerror(rc));
+            fail_peer(tp, peer, TERSE_ERR_PEER_FAILED, why, cb, arg);
+            return;
+        }
+        p->backlog = b->next;
+        if (!p->backlog)
+            p->backlog_tail = NULL;
+        free(b);
+    }
+}
+
+static int handle_wc(terse_tp_t *tp, const struct ibv_wc *wc, terse_tp_event_cb cb, void *arg);
+
+/* Reap completions without blocking (used when bounce slots run short). */
+static void reap(terse_tp_t *tp)
+{
+    struct ibv_wc wc[16];
+    int n = ibv_poll_cq(tp->cq, 16, wc);
+    for (int i = 0; i < n; i++)
+        handle_wc(tp, &wc[i], NULL, NULL);
+}
+
+terse_status_t terse__verbs_write_notify(terse_tp_t *tp, int peer, const terse_tp_iov_t *iov, int niov,
+                                         const void *rkey, uint64_t remote_off, uint32_t imm,
+                                         uint64_t cookie)
+{
+    verbs_peer_t *p = &tp->peers[peer];
+    if (peer == tp->params.rank || niov < 0 || niov > 2)
+        return TERSE_ERR_INVALID_ARG;
+    if (p->failed || !p->qp)
+        return TERSE_ERR_PEER_FAILED;
+    verbs_rkey_t k = {0, 0, 0, 0};
+    if (rkey)
+        memcpy(&k, rkey, sizeof(k));
+    size_t total = 0, unreg = 0;
+    for (int i = 0; i < niov; i++) {
+        total += iov[i].len;
+        if (!iov[i].mr)
+            unreg += iov[i].len;
+    }
+    if (total > UINT32_MAX || (total && remote_off + total > k.len) || unreg > tp->bounce_slot)
+        return TERSE_ERR_INVALID_ARG;
+    struct ibv_sge sge[2];
+    int nsge = 0, inl = total && total <= tp->max_inline, bounce = 0;
+    char *bslot = NULL;
+    if (unreg && !inl) {
+        /* Copy unregistered bytes into this peer's next bounce slot. */
+        for (int spin = 0; p->bounce_next - p->bounce_done >= (uint64_t)tp->bounce_count; spin++) {
+            reap(tp);
+            if (spin > 1000000)
+                return TERSE_ERR_NO_MEMORY;
+        }
+        bslot = tp->bounce_all + ((size_t)peer * (size_t)tp->bounce_count +
+                                  (size_t)(p->bounce_next % (uint64_t)tp->bounce_count)) * tp->bounce_slot;
+        bounce = 1;
+    }
+    size_t boff = 0;
+    for (int i = 0; i < niov; i++) {
+        if (!iov[i].len)
+            continue;
+        if (inl || iov[i].mr) {
+            sge[nsge++] = (struct ibv_sge){(uint64_t)(uintptr_t)iov[i].addr, (uint32_t)iov[i].len,
+                                           iov[i].mr ? iov[i].mr->mr->lkey : 0};
+        } else {
+            memcpy(bslot + boff, iov[i].addr, iov[i].len);
+            if (boff == 0)
+                sge[nsge++] = (struct ibv_sge){(uint64_t)(uintptr_t)bslot, 0, tp->bounce_mr->lkey};
+            sge[nsge - 1].length += (uint32_t)iov[i].len;
+            boff += iov[i].len;
+        }
+    }
+    struct ibv_send_wr wr = {.wr_id = cookie, .sg_list = nsge ? sge : NULL, .num_sge = nsge,
+                             .opcode = IBV_WR_RDMA_WRITE_WITH_IMM,
+                             .send_flags = IBV_SEND_SIGNALED | (inl ? IBV_SEND_INLINE : 0),
+                             .imm_data = htonl(imm)};
+    wr.wr.rdma.remote_addr = total ? k.addr + remote_off : 0;
+    wr.wr.rdma.rkey = k.rkey;
+    if (bounce)
+        p->bounce_next++;
+    /* Completions arrive in post order: remember what each one finishes. */
+    uint64_t slot = (p->posted + (uint64_t)0) % TERSE_VERBS_SEND_DEPTH;
+    int rc = p->backlog ? ENOMEM : post(tp, peer, &wr);
+    if (rc == ENOMEM) {
+        verbs_pending_t *b = malloc(sizeof(*b));
+        if (!b)
+            return TERSE_ERR_NO_MEMORY;
+        b->next = NULL;
+        b->wr = wr;
+        memcpy(b->sge, sge, sizeof(sge));
+        if (p->backlog_tail)
+            p->backlog_tail->next = b;
+        else
+            p->backlog = b;
+        p->backlog_tail = b;
+        /* record in post order: it will be posted after everything before it */
+        uint64_t pos = p->posted;
+        for (verbs_pending_t *q = p->backlog; q != b; q = q->next)
+            pos++;
+        p->inflight[pos % TERSE_VERBS_SEND_DEPTH] = (verbs_inflight_t){cookie, bounce};
+        return TERSE_OK;
+    }
+    if (rc != 0) {
+        TERSE_INFO(NET, "verbs: ibv_post_send to rank %d: %s", peer, strerror(rc));
+        return TERSE_ERR_PEER_FAILED;
+    }
+    p->inflight[slot] = (verbs_inflight_t){cookie, bounce};
+    return TERSE_OK;
+}
+
+static int peer_of_qp(terse_tp_t *tp, uint32_t qpn)
+{
+    for (int r = 0; r < tp->params.size; r++)
+        if (tp->peers[r].qp && tp->peers[r].qp->qp_num == qpn)
+            return r;
+    return -1;
+}
+
+static int handle_wc(terse_tp_t *tp, const struct ibv_wc *wc, terse_tp_event_cb cb, void *arg)
+{
+    int peer = peer_of_qp(tp, wc->qp_num);
+    if (peer < 0)
+        return 0;
+    verbs_peer_t *p = &tp->peers[peer];
+    if (wc->status != IBV_WC_SUCCESS) {
+        if (!(wc->opcode & IBV_WC_RECV) && p->completed < p->posted)
+            p->completed++;
+        char why[160];
+        snprintf(why, sizeof(why), "work completion error: %s (vendor error 0x%x)",
+                 ibv_wc_status_str(wc->status), wc->vendor_err);
+        fail_peer(tp, peer, wc->status == IBV_WC_REM_ACCESS_ERR ? TERSE_ERR_PROTOCOL : TERSE_ERR_PEER_FAILED,
+                  why, cb, arg);
+        return 1;
+    }
+    if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
+        terse_tp_event_t ev = {.type = TERSE_TP_EV_NOTIFY, .peer = peer, .imm = ntohl(wc->imm_data)};
+        if (terse__verbs_post_recvs(p, 1, peer) != 0)
+            fail_peer(tp, peer, TERSE_ERR_PEER_FAILED, "cannot re-post a receive", cb, arg);
+        emit(tp, &ev, cb, arg);
+        return 1;
+    }
+    if (wc->opcode == IBV_WC_RDMA_WRITE) {
+        verbs_inflight_t *f = &p->inflight[p->completed % TERSE_VERBS_SEND_DEPTH];
+        p->completed++;
+        if (f->bounce)
+            p->bounce_done++;
+        terse_tp_event_t ev = {.type = TERSE_TP_EV_SEND_DONE, .peer = peer, .cookie = f->cookie};
+        emit(tp, &ev, cb, arg);
+        flush_backlog(tp, peer, cb, arg);
+        return 1;
+    }
+    return 0;
+}
+
+/* Disconnects and errors reported by RDMA CM after set-up. */
+static int cm_events(terse_tp_t *tp, struct rdma_event_channel *ch, terse_tp_event_cb cb, void *arg)
+{
+    int n = 0;
+    struct rdma_cm_event *ev;
+    while (rdma_get_cm_event(ch, &ev) == 0) {
+        enum rdma_cm_event_type t = ev->event;
+        int peer = ev->id && ev->id != tp->listen_id ? (int)(intptr_t)ev->id->context : -1;
+        rdma_ack_cm_event(ev);
+        if (peer < 0 || peer >= tp->params.size)
+            continue;
+        if (t == RDMA_CM_EVENT_DISCONNECTED || t == RDMA_CM_EVENT_DEVICE_REMOVAL ||
+            t == RDMA_CM_EVENT_CONNECT_ERROR) {
+            char why[96];
+            snprintf(why, sizeof(why), "connection to rank %d ended (%s)", peer, rdma_event_str(t));
+            fail_peer(tp, peer, TERSE_ERR_PEER_FAILED, why, cb, arg);
+            n++;
+        }
+    }
+    return n;
+}
+
+int terse__verbs_progress(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, void *arg)
+{
+    int events = 0;
+    if (cb) {
+        for (size_t i = 0; i < tp->npending; i++)
+            cb(arg, &tp->pending[i]);
+        events += (int)tp->npending;
+        tp->npending = 0;
+    }
+    struct ibv_wc wc[32];
+    for (int round = 0; round < 4; round++) {
+        int n = ibv_poll_cq(tp->cq, 32, wc);
+        if (n < 0)
+            return TERSE_ERR_SYSTEM;
+        for (int i = 0; i < n; i++)
+            events += handle_wc(tp, &wc[i], cb, arg);
+        if (n < 32)
+            break;
+    }
+    events += cm_events(tp, tp->listen_ch, cb, arg) + cm_events(tp, tp->active_ch, cb, arg);
+    if (events || timeout_ms <= 0)
+        return events;
+    /* Nothing ready: arm the CQ, re-check (a completion may have raced the
+     * arming), then sleep until a completion or a CM event arrives. */
+    ibv_req_notify_cq(tp->cq, 0);
+    int n = ibv_poll_cq(tp->cq, 32, wc);
+    for (int i = 0; i < n; i++)
+        events += handle_wc(tp, &wc[i], cb, arg);
+    if (events)
+        return events;
+    struct pollfd pf[3] = {{tp->comp->fd, POLLIN, 0}, {tp->listen_ch->fd, POLLIN, 0}, {tp->active_ch->fd, POLLIN, 0}};
+    if (poll(pf, 3, timeout_ms) > 0 && (pf[0].revents & POLLIN)) {
+        struct ibv_cq *cq;
+        void *ctx;
+        if (ibv_get_cq_event(tp->comp, &cq, &ctx) == 0)
+            ibv_ack_cq_events(cq, 1);
+        n = ibv_poll_cq(tp->cq, 32, wc);
+        for (int i = 0; i < n; i++)
+            events += handle_wc(tp, &wc[i], cb, arg);
+    }
+    events += cm_events(tp, tp->listen_ch, cb, arg) + cm_events(tp, tp->active_ch, cb, arg);
+    return events;
+}
+
+void terse__verbs_cancel(terse_tp_t *tp, int peer, uint64_t cookie_from)
+{
+    /* Posted writes read only bounce slots or memory the layer above owns, so
+     * the caller's buffers are already free; drop queued writes of the
+     * failed calls that have not been posted. */
+    verbs_peer_t *p = &tp->peers[peer];
+    verbs_pending_t **pp = &p->backlog, *last = NULL;
+    int dropped = 0;
+    while (*pp) {
+        verbs_pending_t *b = *pp;
+        if (b->wr.wr_id != UINT64_MAX && b->wr.wr_id >= cookie_from) {
+            *pp = b->next;
+            free(b);
+            dropped++;
+            continue;
+        }
+        last = b;
+        pp = &b->next;
+    }
+    p->backlog_tail = last;
+    if (dropped) {
+        /* The in-flight record was filled in post order; dropping entries
+         * would misalign it, so end the connection instead (the call failed). */
+        fail_peer(tp, peer, TERSE_ERR_PEER_FAILED, "queued writes of a failed call were dropped", NULL, NULL);
+    }
+}
