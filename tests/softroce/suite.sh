@@ -1,0 +1,13 @@
+#!/bin/sh
+# The multi-rank suites over verbs, run inside the soft-RoCE guest (or natively
+# on a machine with RDMA) by tests/softroce/run.sh. Writes a closing summary.
+set -u
+export TERSE_TEST_TRANSPORTS=verbs
+status=0
+for t in tests/test_coll tests/test_fault; do
+    echo "===== $t over verbs"
+    start=$(date +%s)
+    timeout "${TERSE_SOFTROCE_SUITE_TIMEOUT:-1800}" "./$t" || status=1
+    echo "===== $t: exit $? after $(( $(date +%s) - start )) s"
+done
+exit $status
