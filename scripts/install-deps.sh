@@ -1,14 +1,26 @@
 #!/bin/sh
-# Install every Debian 12 package terse needs to build and test.
-# Usage: scripts/install-deps.sh [extra packages...]   (as root, or with sudo available)
+# Install the Debian 12 packages terse needs.
+#   scripts/install-deps.sh              build, test and benchmark dependencies
+#   scripts/install-deps.sh --softroce   also the soft-RoCE VM (qemu, Debian's kernel, rdma-core tools)
+#   scripts/install-deps.sh PKG...       also these packages
+# Runs as root, or through sudo.
 set -eu
 PKGS="build-essential autoconf automake libtool pkg-config
       libcunit1-dev libhwloc-dev libibverbs-dev librdmacm-dev
       openmpi-bin libopenmpi-dev procps"
+SOFTROCE="qemu-system-x86 linux-image-amd64 busybox-static kmod iproute2 rdma-core
+          ibverbs-providers ibverbs-utils perftest rdmacm-utils"
+extra=""
+for a in "$@"; do
+    case "$a" in
+    --softroce) extra="$extra $SOFTROCE" ;;
+    *) extra="$extra $a" ;;
+    esac
+done
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=""
-for p in $PKGS "$@"; do
+for p in $PKGS $extra; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 if [ -n "$missing" ]; then

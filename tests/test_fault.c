@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -226,6 +227,20 @@ static int body_departed(const terse_launch_ctx_t *ctx, void *arg)
     return 0;
 }
 
+/* ---- registration beyond the locked-memory limit (verbs) ----------------- */
+static int body_memlock(const terse_launch_ctx_t *ctx, void *arg)
+{
+    (void)arg;
+    struct rlimit rl = {64 << 10, 64 << 10};
+    RCHECK(ctx, setrlimit(RLIMIT_MEMLOCK, &rl) == 0, "setrlimit");
+    terse_comm_t *comm = NULL;
+    terse_status_t st = mk(ctx, 5, NULL, &comm);
+    RCHECK(ctx, st == TERSE_ERR_MEMLOCK, "got %s, want MEMLOCK", terse_strerror(st));
+    RCHECK(ctx, comm == NULL, "got a communicator");
+    RCHECK(ctx, strstr(terse_strerror(st), "ulimit -l") != NULL, "message does not say what to raise");
+    return 0;
+}
+
 /* ---- CUnit plumbing ----------------------------------------------------- */
 static void expect_ok(int n, double limit, terse_rank_fn fn, void *arg, const char *what)
 {
@@ -246,6 +261,7 @@ static void t_silent(void) { expect_ok(4, 30, body_silent, NULL, "silent"); }
 static void t_secret(void) { expect_ok(3, 40, body_secret, NULL, "secret"); }
 static void t_absent(void) { expect_ok(3, 30, body_absent, NULL, "absent"); }
 static void t_departed(void) { expect_ok(3, 30, body_departed, NULL, "departed"); }
+static void t_memlock(void) { expect_ok(1, 30, body_memlock, NULL, "memlock"); }
 #define MM(name, k)                                                        \
     static void t_mm_##name(void)                                          \
     {                                                                      \
@@ -286,6 +302,9 @@ int main(void)
         CU_add_test(s, "wrong job secret and stray connections", t_secret);
         CU_add_test(s, "rank never joins -> creation times out", t_absent);
         CU_add_test(s, "peer destroyed its communicator", t_departed);
+        /* TCP registers nothing with the kernel: the limit only binds verbs */
+        if (strcmp(tp, "verbs") == 0)
+            CU_add_test(s, "locked-memory limit too low -> TERSE_ERR_MEMLOCK", t_memlock);
         CU_basic_run_suite(s);
         failures += (int)CU_get_number_of_tests_failed();
     }

@@ -250,6 +250,34 @@ static int cm_events(terse_tp_t *tp, struct rdma_event_channel *ch, terse_tp_eve
     return n;
 }
 
+/* Asynchronous device events: fatal ones end the affected connections. */
+static int async_events(terse_tp_t *tp, terse_tp_event_cb cb, void *arg)
+{
+    struct ibv_async_event ae;
+    int n = 0;
+    while (ibv_get_async_event(tp->ctx, &ae) == 0) {
+        enum ibv_event_type t = ae.event_type;
+        int peer = -1;
+        if (t == IBV_EVENT_QP_FATAL || t == IBV_EVENT_QP_REQ_ERR || t == IBV_EVENT_QP_ACCESS_ERR ||
+            t == IBV_EVENT_QP_LAST_WQE_REACHED)
+            peer = peer_of_qp(tp, ae.element.qp->qp_num);
+        ibv_ack_async_event(&ae);
+        TERSE_WARN(NET, "verbs: async event: %s", ibv_event_type_str(t));
+        char why[96];
+        snprintf(why, sizeof(why), "device event %s", ibv_event_type_str(t));
+        if (peer >= 0) {
+            fail_peer(tp, peer, TERSE_ERR_PEER_FAILED, why, cb, arg);
+            n++;
+        } else if (t == IBV_EVENT_DEVICE_FATAL || t == IBV_EVENT_PORT_ERR) {
+            for (int r = 0; r < tp->params.size; r++)
+                if (tp->peers[r].qp)
+                    fail_peer(tp, r, TERSE_ERR_PEER_FAILED, why, cb, arg);
+            n++;
+        }
+    }
+    return n;
+}
+
 int terse__verbs_progress(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, void *arg)
 {
     int events = 0;
@@ -270,6 +298,7 @@ int terse__verbs_progress(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, 
             break;
     }
     events += cm_events(tp, tp->listen_ch, cb, arg) + cm_events(tp, tp->active_ch, cb, arg);
+    events += async_events(tp, cb, arg);
     if (events || timeout_ms <= 0)
         return events;
     /* Nothing ready: arm the CQ, re-check (a completion may have raced the
@@ -280,8 +309,9 @@ int terse__verbs_progress(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, 
         events += handle_wc(tp, &wc[i], cb, arg);
     if (events)
         return events;
-    struct pollfd pf[3] = {{tp->comp->fd, POLLIN, 0}, {tp->listen_ch->fd, POLLIN, 0}, {tp->active_ch->fd, POLLIN, 0}};
-    if (poll(pf, 3, timeout_ms) > 0 && (pf[0].revents & POLLIN)) {
+    struct pollfd pf[4] = {{tp->comp->fd, POLLIN, 0}, {tp->listen_ch->fd, POLLIN, 0},
+                           {tp->active_ch->fd, POLLIN, 0}, {tp->ctx->async_fd, POLLIN, 0}};
+    if (poll(pf, 4, timeout_ms) > 0 && (pf[0].revents & POLLIN)) {
         struct ibv_cq *cq;
         void *ctx;
         if (ibv_get_cq_event(tp->comp, &cq, &ctx) == 0)
@@ -291,6 +321,7 @@ int terse__verbs_progress(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, 
             events += handle_wc(tp, &wc[i], cb, arg);
     }
     events += cm_events(tp, tp->listen_ch, cb, arg) + cm_events(tp, tp->active_ch, cb, arg);
+    events += async_events(tp, cb, arg);
     return events;
 }
 

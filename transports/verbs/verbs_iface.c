@@ -99,6 +99,7 @@ static terse_status_t verbs_open(const terse_tp_params_t *params, terse_tp_t **o
         return TERSE_ERR_SYSTEM;
     }
     set_nonblock(tp->comp->fd);
+    set_nonblock(tp->ctx->async_fd);
     set_nonblock(tp->listen_ch->fd);
     set_nonblock(tp->active_ch->fd);
     /* Bounce slots: payloads from memory the caller did not register are
