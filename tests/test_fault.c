@@ -13,7 +13,9 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -233,6 +235,14 @@ static int body_memlock(const terse_launch_ctx_t *ctx, void *arg)
     (void)arg;
     struct rlimit rl = {64 << 10, 64 << 10};
     RCHECK(ctx, setrlimit(RLIMIT_MEMLOCK, &rl) == 0, "setrlimit");
+    /* root ignores the limit through CAP_IPC_LOCK: give it up, as an
+     * ordinary user would not have it */
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct caps[2];
+    RCHECK(ctx, syscall(SYS_capget, &hdr, caps) == 0, "capget");
+    caps[CAP_IPC_LOCK / 32].effective &= ~(1u << (CAP_IPC_LOCK % 32));
+    caps[CAP_IPC_LOCK / 32].permitted &= ~(1u << (CAP_IPC_LOCK % 32));
+    RCHECK(ctx, syscall(SYS_capset, &hdr, caps) == 0, "capset");
     terse_comm_t *comm = NULL;
     terse_status_t st = mk(ctx, 5, NULL, &comm);
     RCHECK(ctx, st == TERSE_ERR_MEMLOCK, "got %s, want MEMLOCK", terse_strerror(st));

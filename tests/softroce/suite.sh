@@ -9,7 +9,9 @@ status=0
 for t in tests/test_coll tests/test_fault; do
     echo "===== $t over verbs"
     start=$(date +%s)
-    timeout "${TERSE_SOFTROCE_SUITE_TIMEOUT:-1800}" "./$t" || status=1
-    echo "===== $t: exit $? after $(( $(date +%s) - start )) s"
+    timeout "${TERSE_SOFTROCE_SUITE_TIMEOUT:-1800}" "./$t"
+    rc=$?
+    [ "$rc" -eq 0 ] || status=1
+    echo "===== $t: exit $rc after $(( $(date +%s) - start )) s"
 done
 exit $status
