@@ -15,6 +15,10 @@ mkdir -p /dev/shm /dev/pts
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /dev/shm
 mount -t devpts devpts /dev/pts
+# FIFOs and sockets do not work over 9p (Open MPI needs them in /tmp), and
+# Open MPI rejects the kernel's default host name "(none)"
+mount -t tmpfs tmpfs /tmp
+hostname terse-guest
 ip link set lo up
 {
     modprobe rdma_rxe && modprobe ib_uverbs && modprobe rdma_ucm && modprobe dummy &&
