@@ -9,7 +9,7 @@
 set -u
 dev=${TERSE_IB_DEVICE:-rxe0}
 ip=${TERSE_IB_ADDR:-10.99.0.1}
-W=$(mktemp -d /tmp/terse-srperf.XXXXXX)
+W=$(mktemp -d "${TMPDIR:-/tmp}/terse-srperf.XXXXXX")
 echo "## point-to-point, 1 MiB messages, $dev"
 ib_write_bw -d "$dev" -x 1 -s 1048576 -n 100 -F > "$W/srv" 2>&1 &
 sleep 1

@@ -15,9 +15,12 @@ mkdir -p /dev/shm /dev/pts
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /dev/shm
 mount -t devpts devpts /dev/pts
-# FIFOs and sockets do not work over 9p (Open MPI needs them in /tmp), and
-# Open MPI rejects the kernel's default host name "(none)"
-mount -t tmpfs tmpfs /tmp
+# FIFOs and sockets do not work over 9p (Open MPI needs them in its session
+# directory): temporary files go to a tmpfs. /tmp itself stays the host's,
+# since the build tree may live there. Open MPI also rejects the kernel's
+# default host name "(none)".
+mkdir -p /run/tmp
+export TMPDIR=/run/tmp
 hostname terse-guest
 ip link set lo up
 {
