@@ -46,17 +46,26 @@ static int body_kill(const terse_launch_ctx_t *ctx, void *arg)
     RCHECK(ctx, mk(ctx, 20, NULL, &comm) == TERSE_OK, "create");
     size_t n = 8 << 20;
     float *x = calloc(n, sizeof(float));
-    RCHECK(ctx, terse_allreduce(comm, x, x, 1000, TERSE_FLOAT32, TERSE_SUM) == TERSE_OK, "warm-up");
+    terse_status_t st = terse_allreduce(comm, x, x, 1000, TERSE_FLOAT32, TERSE_SUM);
     if (ctx->rank == ctx->size - 1) {
+        /* The victim waits until everyone finished the warm-up (the barrier),
+         * gives them time to leave the barrier, then dies with data in flight. */
+        RCHECK(ctx, st == TERSE_OK && terse_barrier(comm) == TERSE_OK, "victim warm-up");
+        usleep(300000);
         terse_request_t *req;
         terse_allreduce_start(comm, x, x, n, TERSE_FLOAT32, TERSE_SUM, &req);
         int done;
         for (int i = 0; i < 3; i++)
             terse_request_test(req, &done);
-        _exit(0); /* dies with data in flight, no goodbye */
+        _exit(0); /* no goodbye */
     }
+    RCHECK(ctx, st == TERSE_OK, "warm-up: %s", terse_strerror(st));
     double t0 = now();
-    terse_status_t st = terse_allreduce(comm, x, x, n, TERSE_FLOAT32, TERSE_SUM);
+    /* A survivor may still be in the barrier when the victim dies: either
+     * call may be the one that reports it. */
+    st = terse_barrier(comm);
+    if (st == TERSE_OK)
+        st = terse_allreduce(comm, x, x, n, TERSE_FLOAT32, TERSE_SUM);
     double el = now() - t0;
     const char *detail;
     terse_status_t sticky = terse_comm_error(comm, &detail);
@@ -94,7 +103,7 @@ static int body_silent(const terse_launch_ctx_t *ctx, void *arg)
     const char *detail;
     terse_comm_error(comm, &detail);
     RCHECK(ctx, st == TERSE_ERR_TIMEOUT, "got %s (%s), want TIMEOUT", terse_strerror(st), detail);
-    RCHECK(ctx, el >= 1.9 && el < 5, "timeout after %.2f s, TERSE_TIMEOUT 2 s", el);
+    RCHECK(ctx, el >= 1.9 && el < 10, "timeout after %.2f s, TERSE_TIMEOUT 2 s", el);
     RCHECK(ctx, strstr(detail, "rank") != NULL, "detail '%s' names no peer", detail);
     terse_comm_destroy(comm);
     return 0;

@@ -2,6 +2,7 @@
 #include "transport.h"
 #include "../lib/log.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #ifdef TERSE_HAVE_VERBS
@@ -51,4 +52,35 @@ const terse_tp_ops_t *terse__tp_select(const char *name, const terse_tp_params_t
     TERSE_WARN(INIT, "transport '%s' is not available in this build", name);
     *status = TERSE_ERR_UNSUPPORTED;
     return NULL;
+}
+
+void terse__tp_evq_push(terse_tp_evq_t *q, const terse_tp_event_t *ev)
+{
+    if (q->n == q->cap) {
+        size_t cap = q->cap ? 2 * q->cap : 64;
+        terse_tp_event_t *e = realloc(q->ev, cap * sizeof(*e));
+        if (!e) {
+            TERSE_WARN(NET, "out of memory queueing a transport event: dropped");
+            return;
+        }
+        q->ev = e;
+        q->cap = cap;
+    }
+    q->ev[q->n++] = *ev;
+}
+
+int terse__tp_evq_deliver(terse_tp_evq_t *q, terse_tp_event_cb cb, void *arg)
+{
+    size_t n = q->n;
+    for (size_t i = 0; i < n; i++)
+        cb(arg, &q->ev[i]);
+    q->n = 0;
+    return (int)n;
+}
+
+void terse__tp_evq_free(terse_tp_evq_t *q)
+{
+    free(q->ev);
+    q->ev = NULL;
+    q->n = q->cap = 0;
 }

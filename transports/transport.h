@@ -111,6 +111,16 @@ typedef struct terse_tp_ops {
     void (*close)(terse_tp_t *tp, double deadline);
 } terse_tp_ops_t;
 
+/* Events found outside progress() (a write that completed at once), held
+ * until the next progress() call delivers them. Shared by the transports. */
+typedef struct terse_tp_evq {
+    terse_tp_event_t *ev;
+    size_t n, cap;
+} terse_tp_evq_t;
+void terse__tp_evq_push(terse_tp_evq_t *q, const terse_tp_event_t *ev);
+int terse__tp_evq_deliver(terse_tp_evq_t *q, terse_tp_event_cb cb, void *arg);
+void terse__tp_evq_free(terse_tp_evq_t *q);
+
 extern const terse_tp_ops_t terse_tp_tcp_ops;
 #ifdef TERSE_HAVE_VERBS
 extern const terse_tp_ops_t terse_tp_verbs_ops;

@@ -23,11 +23,9 @@ static int build_rd(terse_request_t *req, char *buf, size_t bytes, size_t chunk)
     for (int c = 0; c < nch; c++)
         last[c] = -1;
 #define CLEN(c) ((size_t)(c) * chunk + chunk <= bytes ? chunk : bytes - (size_t)(c) * chunk)
-    int p2 = 1;
-    while (p2 * 2 <= n)
-        p2 *= 2;
-    int rem = n - p2, vr;
-    if (r < 2 * rem && r % 2 == 0) {
+    terse_fold_t f = terse__fold(n, r);
+    int vr = f.vr;
+    if (vr < 0) {
         /* Extra rank: hand our data to r+1, get the result back. */
         for (int c = 0; c < nch; c++)
             if ((snd[c] = terse__sched_add(req, TERSE_OPK_SEND, 0, r + 1, NULL, buf + (size_t)c * chunk,
@@ -39,7 +37,7 @@ static int build_rd(terse_request_t *req, char *buf, size_t bytes, size_t chunk)
                 goto oom;
         goto done;
     }
-    if (r < 2 * rem) {
+    if (r < 2 * f.rem) {
         for (int c = 0; c < nch; c++) {
             int op = terse__sched_add(req, TERSE_OPK_RECV, TERSE_ACT_REDUCE, r - 1,
                                       buf + (size_t)c * chunk, NULL, CLEN(c), -1, -1);
@@ -48,13 +46,9 @@ static int build_rd(terse_request_t *req, char *buf, size_t bytes, size_t chunk)
             req->ops[op].src_first = 1;
             last[c] = op;
         }
-        vr = r / 2;
-    } else {
-        vr = r - rem;
     }
-    for (int mask = 1; mask < p2; mask <<= 1) {
-        int vp = vr ^ mask;
-        int partner = vp < rem ? vp * 2 + 1 : vp + rem;
+    for (int mask = 1; mask < f.p2; mask <<= 1) {
+        int partner = terse__fold_real(&f, vr ^ mask);
         for (int c = 0; c < nch; c++)
             if ((snd[c] = terse__sched_add(req, TERSE_OPK_SEND, 0, partner, NULL,
                                            buf + (size_t)c * chunk, CLEN(c), last[c], -1)) < 0)
@@ -74,7 +68,7 @@ static int build_rd(terse_request_t *req, char *buf, size_t bytes, size_t chunk)
             if ((last[c] = terse__sched_add(req, TERSE_OPK_LOCAL, TERSE_ACT_SCALE, r,
                                             buf + (size_t)c * chunk, NULL, CLEN(c), last[c], -1)) < 0)
                 goto oom;
-    if (r < 2 * rem)
+    if (r < 2 * f.rem)
         for (int c = 0; c < nch; c++)
             if (terse__sched_add(req, TERSE_OPK_SEND, 0, r - 1, NULL, buf + (size_t)c * chunk,
                                  CLEN(c), last[c], -1) < 0)

@@ -12,6 +12,32 @@ terse_status_t terse__coll_check(const terse_comm_t *comm, terse_dtype_t dtype, 
 /* Commit req; block until done when out == NULL, else hand it to the caller. */
 terse_status_t terse__coll_run(terse_request_t *req, terse_request_t **out);
 
+/*
+ * Non-power-of-two rank counts for recursive doubling and halving: the first
+ * 2*rem ranks pair up, the even one hands its data to the odd one and sits
+ * out (vr = -1); the other p2 = 2^floor(log2 n) ranks take part as virtual
+ * ranks 0..p2-1.
+ */
+typedef struct terse_fold {
+    int p2, rem, vr;
+} terse_fold_t;
+
+static inline terse_fold_t terse__fold(int n, int r)
+{
+    terse_fold_t f = {1, 0, 0};
+    while (f.p2 * 2 <= n)
+        f.p2 *= 2;
+    f.rem = n - f.p2;
+    f.vr = r < 2 * f.rem ? (r % 2 ? r / 2 : -1) : r - f.rem;
+    return f;
+}
+
+/* Real rank of virtual rank vr. */
+static inline int terse__fold_real(const terse_fold_t *f, int vr)
+{
+    return vr < f->rem ? 2 * vr + 1 : vr + f->rem;
+}
+
 /* Byte layout of n blocks: off[b], len[b] (multiples of the element size). */
 typedef struct terse_blocks {
     int n;

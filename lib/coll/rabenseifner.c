@@ -10,17 +10,12 @@
 
 #include <stdlib.h>
 
-/* Real rank of active (virtual) rank vr when rem ranks were folded in. */
-static int real_rank(int vr, int rem) { return vr < rem ? 2 * vr + 1 : vr + rem; }
-
 int terse__build_rabenseifner(terse_request_t *req, char *buf, size_t count, size_t esz)
 {
     terse_comm_t *comm = req->comm;
     int n = comm->size, r = comm->rank;
-    int p2 = 1;
-    while (p2 * 2 <= n)
-        p2 *= 2;
-    int rem = n - p2;
+    terse_fold_t f = terse__fold(n, r);
+    int p2 = f.p2, rem = f.rem, vr = f.vr;
     terse_blocks_t b;
     if (terse__blocks_even(&b, p2, count, esz, comm->chunk))
         return -1;
@@ -44,7 +39,7 @@ int terse__build_rabenseifner(terse_request_t *req, char *buf, size_t count, siz
             body                                                                       \
         }
 
-    if (r < 2 * rem && r % 2 == 0) {
+    if (vr < 0) {
         /* Extra rank: hand over the whole vector, get the result back. */
         int op;
         FOR_CHUNKS(0, p2, {
@@ -59,7 +54,6 @@ int terse__build_rabenseifner(terse_request_t *req, char *buf, size_t count, siz
         rc = 0;
         goto out;
     }
-    int vr;
     if (r < 2 * rem) {
         int op;
         FOR_CHUNKS(0, p2, {
@@ -68,16 +62,13 @@ int terse__build_rabenseifner(terse_request_t *req, char *buf, size_t count, siz
             req->ops[op].src_first = 1;
             last[g] = op;
         })
-        vr = r / 2;
-    } else {
-        vr = r - rem;
     }
 
     /* Reduce-scatter by recursive halving: keep the half named by our bit,
      * send the other half to the partner, fold the partner's copy of ours. */
     int lo = 0, hi = p2;
     for (int mask = p2 / 2; mask >= 1; mask /= 2) {
-        int partner = real_rank(vr ^ mask, rem), mid = (lo + hi) / 2;
+        int partner = terse__fold_real(&f, vr ^ mask), mid = (lo + hi) / 2;
         int keep_lo = (vr & mask) ? mid : lo, keep_hi = (vr & mask) ? hi : mid;
         int give_lo = (vr & mask) ? lo : mid, give_hi = (vr & mask) ? mid : hi;
         int op;
@@ -107,7 +98,7 @@ int terse__build_rabenseifner(terse_request_t *req, char *buf, size_t count, siz
     }
     /* Allgather by recursive doubling: swap everything we hold with the partner. */
     for (int mask = 1; mask < p2; mask *= 2) {
-        int partner = real_rank(vr ^ mask, rem);
+        int partner = terse__fold_real(&f, vr ^ mask);
         int plo = (vr ^ mask) & ~(mask - 1), phi = plo + mask; /* the partner's range */
         int op;
         FOR_CHUNKS(lo, hi, {

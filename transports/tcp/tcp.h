@@ -80,10 +80,7 @@ struct terse_tp {
     terse_tp_mr_t **mrs; /* by key; NULL slots are free */
     uint32_t nmrs;
     tcp_send_t *free_sends;
-    /* Completions found outside progress() (a write that finished at once),
-     * delivered at the next progress() call. */
-    terse_tp_event_t *pending;
-    size_t npending, cap_pending;
+    terse_tp_evq_t pending; /* events found outside progress() */
 };
 
 int terse__tcp_progress(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, void *arg);

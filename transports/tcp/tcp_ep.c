@@ -18,26 +18,12 @@
 static void fail_peer(terse_tp_t *tp, int peer, terse_status_t st, const char *why,
                       terse_tp_event_cb cb, void *arg);
 
-static int queue_event(terse_tp_t *tp, const terse_tp_event_t *ev)
-{
-    if (tp->npending == tp->cap_pending) {
-        size_t n = tp->cap_pending ? 2 * tp->cap_pending : 64;
-        terse_tp_event_t *p = realloc(tp->pending, n * sizeof(*p));
-        if (!p)
-            return -1;
-        tp->pending = p;
-        tp->cap_pending = n;
-    }
-    tp->pending[tp->npending++] = *ev;
-    return 0;
-}
-
 static void emit(terse_tp_t *tp, const terse_tp_event_t *ev, terse_tp_event_cb cb, void *arg)
 {
     if (cb)
         cb(arg, ev);
     else
-        queue_event(tp, ev);
+        terse__tp_evq_push(&tp->pending, ev);
 }
 
 int terse__tcp_flush(terse_tp_t *tp, int peer, terse_tp_event_cb cb, void *arg)
@@ -166,7 +152,7 @@ static void fail_peer(terse_tp_t *tp, int peer, terse_status_t st, const char *w
         cb(arg, &ev);
     } else {
         ev.msg = "connection lost";
-        queue_event(tp, &ev);
+        terse__tp_evq_push(&tp->pending, &ev);
     }
 }
 
@@ -245,10 +231,7 @@ int terse__tcp_progress(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, vo
 {
     int events = 0;
     /* Deliver what finished outside progress first. */
-    for (size_t i = 0; i < tp->npending; i++)
-        cb(arg, &tp->pending[i]);
-    events += (int)tp->npending;
-    tp->npending = 0;
+    events += terse__tp_evq_deliver(&tp->pending, cb, arg);
 
     int nfds = 0;
     for (int r = 0; r < tp->params.size; r++) {
@@ -276,9 +259,5 @@ int terse__tcp_progress(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, vo
     }
     /* Writes flushed inside the loop emitted through cb directly; anything
      * queued meanwhile goes out now. */
-    for (size_t i = 0; i < tp->npending; i++)
-        cb(arg, &tp->pending[i]);
-    events += (int)tp->npending;
-    tp->npending = 0;
-    return events;
+    return events + terse__tp_evq_deliver(&tp->pending, cb, arg);
 }

@@ -240,7 +240,7 @@ static void tcp_close(terse_tp_t *tp, double deadline)
     for (uint32_t k = 0; k < tp->nmrs; k++)
         free(tp->mrs[k]);
     free(tp->mrs);
-    free(tp->pending);
+    terse__tp_evq_free(&tp->pending);
     free(tp->peers);
     free(tp->pfds);
     free(tp->pfd_peer);

@@ -74,8 +74,7 @@ struct terse_tp {
     struct ibv_mr *bounce_mr;
     size_t bounce_slot;  /* bytes per bounce slot */
     int bounce_count;    /* slots per peer */
-    terse_tp_event_t *pending;
-    size_t npending, cap_pending;
+    terse_tp_evq_t pending; /* events found outside progress() */
 };
 
 terse_status_t terse__verbs_write_notify(terse_tp_t *tp, int peer, const terse_tp_iov_t *iov,
@@ -84,7 +83,6 @@ terse_status_t terse__verbs_write_notify(terse_tp_t *tp, int peer, const terse_t
 int terse__verbs_progress(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, void *arg);
 void terse__verbs_cancel(terse_tp_t *tp, int peer, uint64_t cookie_from);
 int terse__verbs_post_recvs(verbs_peer_t *p, int n, int peer);
-void terse__verbs_queue_event(terse_tp_t *tp, const terse_tp_event_t *ev);
 /* Find the RDMA device (TERSE_IB_DEVICE or the first active port) and the
  * IPv4 address RDMA CM should use on it. */
 terse_status_t terse__verbs_pick_address(const terse_tp_params_t *params, struct sockaddr_in *out);

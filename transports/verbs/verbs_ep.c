@@ -17,25 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-void terse__verbs_queue_event(terse_tp_t *tp, const terse_tp_event_t *ev)
-{
-    if (tp->npending == tp->cap_pending) {
-        size_t n = tp->cap_pending ? 2 * tp->cap_pending : 64;
-        terse_tp_event_t *p = realloc(tp->pending, n * sizeof(*p));
-        if (!p)
-            return;
-        tp->pending = p;
-        tp->cap_pending = n;
-    }
-    tp->pending[tp->npending++] = *ev;
-}
-
 static void emit(terse_tp_t *tp, const terse_tp_event_t *ev, terse_tp_event_cb cb, void *arg)
 {
     if (cb)
         cb(arg, ev);
     else
-        terse__verbs_queue_event(tp, ev);
+        terse__tp_evq_push(&tp->pending, ev);
 }
 
 static void fail_peer(terse_tp_t *tp, int peer, terse_status_t st, const char *why, terse_tp_event_cb cb,
@@ -281,12 +268,8 @@ static int async_events(terse_tp_t *tp, terse_tp_event_cb cb, void *arg)
 int terse__verbs_progress(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, void *arg)
 {
     int events = 0;
-    if (cb) {
-        for (size_t i = 0; i < tp->npending; i++)
-            cb(arg, &tp->pending[i]);
-        events += (int)tp->npending;
-        tp->npending = 0;
-    }
+    if (cb)
+        events += terse__tp_evq_deliver(&tp->pending, cb, arg);
     struct ibv_wc wc[32];
     for (int round = 0; round < 4; round++) {
         int n = ibv_poll_cq(tp->cq, 32, wc);

@@ -49,7 +49,7 @@ static void tp_free(terse_tp_t *tp)
     if (tp->active_ch)
         rdma_destroy_event_channel(tp->active_ch);
     free(tp->peers);
-    free(tp->pending);
+    terse__tp_evq_free(&tp->pending);
     free(tp);
 }
 
