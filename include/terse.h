@@ -223,6 +223,47 @@ TERSE_API terse_status_t terse_request_wait(terse_request_t *req);
 /** Release a completed request without waiting; TERSE_ERR_BUSY if still running. */
 TERSE_API terse_status_t terse_request_free(terse_request_t *req);
 
+/*
+ * Memory registration (zero-copy).
+ *
+ * Over verbs, a chunk sent from memory the NIC does not know is first copied
+ * into a registered bounce buffer. Registering a buffer lets terse RDMA-write
+ * straight from it. Ownership: the caller keeps owning the memory; it must
+ * stay allocated and mapped until terse_mem_deregister() returns (freeing or
+ * unmapping registered memory first is undefined behaviour, as with
+ * ibv_reg_mr). A registration covers every call whose buffer lies inside
+ * [buf, buf + len). Registrations are per communicator and are released by
+ * terse_comm_destroy() too. Over TCP registration is accepted and costs
+ * nothing.
+ *
+ * With TERSE_REG_CACHE=1 terse also registers the buffers of large calls by
+ * itself and keeps them cached (bounded, least recently used first); the
+ * caller must then call terse_mem_release() before freeing or unmapping such
+ * a buffer, since terse cannot see the memory go away.
+ */
+typedef struct terse_memreg terse_memreg_t;
+
+/** Register [buf, buf+len). TERSE_ERR_MEMLOCK when the locked-memory limit is too low. */
+TERSE_API terse_status_t terse_mem_register(terse_comm_t *comm, void *buf, size_t len,
+                                            terse_memreg_t **reg);
+/** Undo terse_mem_register. TERSE_ERR_BUSY while a pending request uses it. */
+TERSE_API terse_status_t terse_mem_deregister(terse_comm_t *comm, terse_memreg_t *reg);
+/** Drop cached automatic registrations overlapping [buf, buf+len) (TERSE_REG_CACHE=1). */
+TERSE_API terse_status_t terse_mem_release(terse_comm_t *comm, const void *buf, size_t len);
+
+/** Cumulative counters of a communicator. */
+typedef struct terse_comm_stats {
+    uint64_t calls;            /* collectives started */
+    uint64_t bytes_sent;       /* payload bytes written to peers */
+    uint64_t chunks_placed;    /* received straight into user memory (TCP placement) */
+    uint64_t chunks_slotted;   /* received through a receive slot */
+    uint64_t reg_created;      /* memory registrations made (explicit + cache misses) */
+    uint64_t reg_hits;         /* chunks sent from registered memory (zero-copy) */
+    uint64_t reg_misses;       /* chunks sent from unregistered memory (bounce copy on verbs) */
+} terse_comm_stats_t;
+
+TERSE_API terse_status_t terse_comm_stats(const terse_comm_t *comm, terse_comm_stats_t *stats);
+
 /**
  * Print every configuration variable with its default, current value and
  * help text to the given FILE* (stdout if NULL).

@@ -6,6 +6,7 @@
 #include "comm.h"
 #include "bootstrap.h"
 #include "log.h"
+#include "memreg.h"
 #include "net.h"
 #include "schedule.h"
 
@@ -95,6 +96,7 @@ static terse_status_t setup_slots(terse_comm_t *comm)
 static void comm_free(terse_comm_t *comm)
 {
     if (comm->tp) {
+        terse__memreg_clear(comm);
         if (comm->recv_mr)
             comm->tp_ops->mem_dereg(comm->tp, comm->recv_mr);
         if (comm->hdr_mr)
@@ -239,8 +241,12 @@ terse_status_t terse_comm_destroy(terse_comm_t *comm)
         comm->req_head = r->next;
         terse__sched_free(r);
     }
-    TERSE_INFO(COLL, "rank %d: %llu chunks received in place, %llu through a slot", comm->rank,
-               (unsigned long long)comm->stats_placed, (unsigned long long)comm->stats_slot);
+    TERSE_INFO(COLL, "rank %d: %llu calls, %llu bytes sent; chunks received in place %llu, through a "
+                     "slot %llu; registrations %llu, zero-copy sends %llu, bounce sends %llu",
+               comm->rank, (unsigned long long)comm->stats.calls, (unsigned long long)comm->stats.bytes_sent,
+               (unsigned long long)comm->stats.chunks_placed, (unsigned long long)comm->stats.chunks_slotted,
+               (unsigned long long)comm->stats.reg_created, (unsigned long long)comm->stats.reg_hits,
+               (unsigned long long)comm->stats.reg_misses);
     /* Say goodbye so peers can tell a clean exit from a crash. */
     for (int p = 0; p < comm->size; p++)
         if (p != comm->rank && !comm->chans[p].lost)

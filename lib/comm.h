@@ -68,7 +68,10 @@ struct terse_comm {
     char *rkeys;         /* size * TERSE_TP_RKEY_MAX: peers' receive regions */
     terse_chan_t *chans;
 
-    uint64_t stats_placed, stats_slot; /* chunks received in place / via a slot */
+    terse_comm_stats_t stats;
+    struct terse_memreg *regs; /* user and cached registrations */
+    int reg_auto;              /* cached (automatic) entries */
+    uint64_t reg_clock;
 
     terse_request_t *req_head, *req_tail;
     uint32_t next_seq;

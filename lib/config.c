@@ -59,6 +59,9 @@ static const cfg_row_t terse_config_table[] = {
     ROW("TERSE_TCP_PLACE", CFG_INT, tcp_place, "1",
         "1: a received chunk that is only copied goes straight into the user's buffer; "
         "0: every chunk lands in a receive slot first."),
+    ROW("TERSE_REG_CACHE", CFG_INT, reg_cache, "0",
+        "Buffers of >= 64 KiB that terse registers by itself for zero-copy sends, kept in an LRU "
+        "cache of this many entries (0: off). With it on, call terse_mem_release() before freeing."),
     ROW("TERSE_SPIN_US", CFG_INT, spin_us, "50",
         "Microseconds a waiting call keeps polling (yielding the CPU between polls) before it "
         "sleeps in the kernel; 0 sleeps at once."),

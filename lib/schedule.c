@@ -6,6 +6,7 @@
  */
 #include "schedule.h"
 #include "dtype.h"
+#include "memreg.h"
 #include "log.h"
 #include "net.h"
 
@@ -42,6 +43,7 @@ terse_status_t terse__sched_new(terse_comm_t *comm, terse_coll_t coll, terse_dty
     h = mix64(h, count);
     req->sig = mix64(h, sig_extra);
     req->status = TERSE_IN_PROGRESS;
+    comm->stats.calls++;
     *req_out = req;
     return TERSE_OK;
 }
@@ -211,7 +213,9 @@ static int issue_sends(terse_comm_t *comm)
                                         .src = comm->rank, .coll = (uint8_t)req->coll,
                                         .dtype = (uint8_t)req->dtype, .op = (uint8_t)req->op,
                                         .root = req->root, .count = req->count};
-                terse_tp_iov_t iov[2] = {{h, TERSE_HDR_SIZE, comm->hdr_mr}, {o->src, o->bytes, NULL}};
+                /* registered source memory goes out zero-copy */
+                terse_tp_mr_t *src_mr = o->bytes ? terse__memreg_find(comm, o->src, o->bytes) : NULL;
+                terse_tp_iov_t iov[2] = {{h, TERSE_HDR_SIZE, comm->hdr_mr}, {o->src, o->bytes, src_mr}};
                 uint64_t off = ((size_t)comm->rank * (size_t)comm->nslots + slot) * comm->slot_stride;
                 terse_status_t st = comm->tp_ops->write_notify(
                     comm->tp, p, iov, o->bytes ? 2 : 1, comm->rkeys + (size_t)p * TERSE_TP_RKEY_MAX,
@@ -223,6 +227,7 @@ static int issue_sends(terse_comm_t *comm)
                 }
                 o->posted = 1;
                 ch->sent++;
+                comm->stats.bytes_sent += o->bytes;
                 (*cur)++;
                 moved++;
             }
@@ -310,7 +315,7 @@ static int consume_peer(terse_comm_t *comm, int p)
             break;
         if (h->placed != TERSE_PLACED_MAGIC) {
             apply_recv(req, o, base + TERSE_HDR_SIZE);
-            comm->stats_slot++;
+            comm->stats.chunks_slotted++;
         }
         op_done(req, o);
         (*cur)++;
@@ -350,7 +355,7 @@ void *terse__comm_place(void *arg, int peer, void *head, size_t head_len, size_t
         o->action != TERSE_ACT_COPY || o->bytes != rest_len || o->finalize || !deps_done(req, o))
         return NULL;
     h->placed = TERSE_PLACED_MAGIC;
-    comm->stats_placed++;
+    comm->stats.chunks_placed++;
     return o->dst;
 }
 

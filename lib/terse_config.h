@@ -21,7 +21,8 @@ typedef struct terse_config {
     size_t ring_threshold;   /* allreduce bytes above which the ring is used */
     size_t tcp_sockbuf;      /* SO_SNDBUF / SO_RCVBUF of data sockets */
     int spin_us;
-    int tcp_place;           /* receive COPY chunks straight into user memory */             /* poll without sleeping this long before blocking */
+    int tcp_place;
+    int reg_cache;           /* automatic registrations kept (0: off) */           /* receive COPY chunks straight into user memory */             /* poll without sleeping this long before blocking */
     char ib_device[64];      /* verbs device[:port] */
     char ib_addr[64];        /* verbs IPv4 address */
     int ib_gid_index;        /* -1: automatic */

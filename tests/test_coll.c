@@ -335,6 +335,72 @@ static int body_nonblocking(const terse_launch_ctx_t *ctx, void *arg)
     return 0;
 }
 
+/* Explicit registration and the automatic cache: results stay exact, sends
+ * from registered memory are counted as zero-copy, repeated calls on the same
+ * buffers register nothing new. */
+static int body_registration(const terse_launch_ctx_t *ctx, void *arg)
+{
+    (void)arg;
+    terse_comm_t *comm;
+    terse_status_t st = make_comm(ctx, &comm);
+    RCHECK(ctx, st == TERSE_OK, "comm_create: %s", terse_strerror(st));
+    const char *cache = getenv("TERSE_REG_CACHE");
+    int automatic = cache && atoi(cache) > 0;
+    enum { N = 300007 };
+    float *in = malloc(N * sizeof(float)), *out = malloc(N * sizeof(float));
+    terse_memreg_t *rin = NULL, *rout = NULL;
+    if (!automatic) {
+        RCHECK(ctx, terse_mem_register(comm, NULL, 10, &rin) == TERSE_ERR_INVALID_ARG, "NULL buffer");
+        RCHECK(ctx, terse_mem_register(comm, in, N * sizeof(float), &rin) == TERSE_OK, "register in");
+        RCHECK(ctx, terse_mem_register(comm, out, N * sizeof(float), &rout) == TERSE_OK, "register out");
+    }
+    terse_comm_stats_t s0, s1, s2;
+    RCHECK(ctx, terse_comm_stats(comm, &s0) == TERSE_OK, "stats");
+    for (int it = 0; it < 3; it++) {
+        for (size_t i = 0; i < N; i++)
+            in[i] = (float)val(ctx->rank, i, TERSE_SUM, TERSE_FLOAT32);
+        RCHECK(ctx, terse_allreduce(comm, in, out, N, TERSE_FLOAT32, TERSE_SUM) == TERSE_OK, "allreduce");
+        for (size_t i = 0; i < N; i += 7) {
+            double want = 0;
+            for (int r = 0; r < ctx->size; r++)
+                want += val(r, i, TERSE_SUM, TERSE_FLOAT32);
+            RCHECK(ctx, out[i] == (float)want, "[%zu] = %g want %g", i, out[i], want);
+        }
+        if (it == 0)
+            terse_comm_stats(comm, &s1);
+    }
+    terse_comm_stats(comm, &s2);
+    if (ctx->size > 1) {
+        RCHECK(ctx, s2.reg_misses == s0.reg_misses, "%llu sends from unregistered memory",
+               (unsigned long long)(s2.reg_misses - s0.reg_misses));
+        RCHECK(ctx, s2.reg_hits > s0.reg_hits, "no zero-copy sends");
+        RCHECK(ctx, s2.bytes_sent > s0.bytes_sent, "no bytes counted");
+    }
+    RCHECK(ctx, s2.calls == s0.calls + 3, "calls %llu", (unsigned long long)(s2.calls - s0.calls));
+    /* two registrations (input, output), all made before or by the first call */
+    RCHECK(ctx, s1.reg_created == 2 && s2.reg_created == 2, "registrations: %llu after call 1, %llu after 3",
+           (unsigned long long)s1.reg_created, (unsigned long long)s2.reg_created);
+    if (automatic) {
+        RCHECK(ctx, terse_mem_release(comm, in, N * sizeof(float)) == TERSE_OK, "release");
+        RCHECK(ctx, terse_allreduce(comm, in, out, N, TERSE_FLOAT32, TERSE_SUM) == TERSE_OK, "after release");
+        terse_comm_stats(comm, &s2);
+        RCHECK(ctx, s2.reg_created == 3, "released buffer not registered again (%llu)",
+               (unsigned long long)s2.reg_created);
+    } else {
+        terse_request_t *req;
+        RCHECK(ctx, terse_allreduce_start(comm, in, out, N, TERSE_FLOAT32, TERSE_SUM, &req) == TERSE_OK, "start");
+        if (ctx->size > 1)
+            RCHECK(ctx, terse_mem_deregister(comm, rin) == TERSE_ERR_BUSY, "deregister while busy");
+        RCHECK(ctx, terse_request_wait(req) == TERSE_OK, "wait");
+        RCHECK(ctx, terse_mem_deregister(comm, rin) == TERSE_OK, "deregister in");
+        RCHECK(ctx, terse_mem_deregister(comm, rin) == TERSE_ERR_INVALID_ARG, "deregister twice");
+        RCHECK(ctx, terse_mem_deregister(comm, rout) == TERSE_OK, "deregister out");
+    }
+    free(in), free(out);
+    RCHECK(ctx, terse_comm_destroy(comm) == TERSE_OK, "destroy");
+    return 0;
+}
+
 /* ---- CUnit plumbing -------------------------------------------------------- */
 
 typedef struct {
@@ -355,6 +421,8 @@ static const body_t bodies[] = {
     {"other collectives, 4K chunks, 3 slots", body_others, "TERSE_CHUNK_SIZE=4K;TERSE_SLOTS=3"},
     {"non-blocking requests", body_nonblocking, "TERSE_CHUNK_SIZE=32K"},
     {"other collectives, no receive placement", body_others, "TERSE_TCP_PLACE=0;TERSE_CHUNK_SIZE=64K"},
+    {"registered buffers (zero-copy sends)", body_registration, ""},
+    {"registration cache", body_registration, "TERSE_REG_CACHE=4"},
 };
 static const int rank_counts[] = {1, 2, 3, 4, 5, 8};
 
@@ -394,10 +462,10 @@ static void run_case(int b, int n)
 /* CUnit tests take no arguments: one trampoline per (body, rank count). */
 #define T(b, r) static void case_##b##_##r(void) { run_case(b, rank_counts[r]); }
 #define TROW(b) T(b, 0) T(b, 1) T(b, 2) T(b, 3) T(b, 4) T(b, 5)
-TROW(0) TROW(1) TROW(2) TROW(3) TROW(4) TROW(5) TROW(6) TROW(7) TROW(8)
+TROW(0) TROW(1) TROW(2) TROW(3) TROW(4) TROW(5) TROW(6) TROW(7) TROW(8) TROW(9) TROW(10)
 #define P(b, r) case_##b##_##r
 #define PROW(b) {P(b, 0), P(b, 1), P(b, 2), P(b, 3), P(b, 4), P(b, 5)}
-static void (*const cases[NB][NR])(void) = {PROW(0), PROW(1), PROW(2), PROW(3), PROW(4), PROW(5), PROW(6), PROW(7), PROW(8)};
+static void (*const cases[NB][NR])(void) = {PROW(0), PROW(1), PROW(2), PROW(3), PROW(4), PROW(5), PROW(6), PROW(7), PROW(8), PROW(9), PROW(10)};
 
 int main(void)
 {

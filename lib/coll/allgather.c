@@ -1,5 +1,6 @@
 /* allgather.c - terse_allgather and terse_allgatherv: pipelined ring. */
 #include "coll.h"
+#include "../memreg.h"
 #include "../log.h"
 
 #include <stdlib.h>
@@ -41,6 +42,8 @@ static terse_status_t allgatherv_start(terse_comm_t *comm, terse_coll_t coll, co
         terse__sched_free(req);
         return TERSE_ERR_NO_MEMORY;
     }
+    terse__memreg_auto(comm, sendbuf, sendcount * esz);
+    terse__memreg_auto(comm, recvbuf, (size_t)total * esz);
     return terse__coll_run(req, out);
 }
 

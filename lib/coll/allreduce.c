@@ -4,6 +4,7 @@
  * Mid sizes use Rabenseifner (rabenseifner.c).
  */
 #include "coll.h"
+#include "../memreg.h"
 #include "../log.h"
 
 #include <stdlib.h>
@@ -176,6 +177,8 @@ terse_status_t terse_allreduce_start(terse_comm_t *comm, const void *sendbuf, vo
         terse__sched_free(req);
         return TERSE_ERR_NO_MEMORY;
     }
+    terse__memreg_auto(comm, sendbuf, bytes);
+    terse__memreg_auto(comm, recvbuf, bytes);
     return terse__coll_run(req, out);
 }
 

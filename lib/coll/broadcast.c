@@ -4,6 +4,7 @@
  * data once, so bandwidth does not shrink with log n).
  */
 #include "coll.h"
+#include "../memreg.h"
 #include "../log.h"
 
 #include <stdlib.h>
@@ -70,6 +71,8 @@ terse_status_t terse_broadcast_start(terse_comm_t *comm, const void *sendbuf, vo
         terse__sched_free(req);
         return TERSE_ERR_NO_MEMORY;
     }
+    terse__memreg_auto(comm, src, bytes);
+    terse__memreg_auto(comm, recvbuf, bytes);
     return terse__coll_run(req, out);
 }
 

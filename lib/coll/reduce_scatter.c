@@ -1,5 +1,6 @@
 /* reduce_scatter.c - terse_reduce_scatter: the ring reduce-scatter phase alone. */
 #include "coll.h"
+#include "../memreg.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,8 @@ terse_status_t terse_reduce_scatter_start(terse_comm_t *comm, const void *sendbu
         terse__sched_free(req);
         return TERSE_ERR_NO_MEMORY;
     }
+    terse__memreg_auto(comm, sendbuf, blk * (size_t)n);
+    terse__memreg_auto(comm, recvbuf, blk);
     return terse__coll_run(req, out);
 }
 
