@@ -144,6 +144,9 @@ terse_status_t terse_comm_create(const terse_comm_params_t *params, terse_comm_t
         return st;
     }
 
+    if (comm->cfg.chunk_size == 0)
+        comm->cfg.chunk_size = comm->tp_ops->default_chunk;
+
     terse_boot_t boot;
     if (comm->size > 1) {
         st = terse__boot_open(&boot, comm->rank, comm->size, root, comm->secret_hash, deadline);

@@ -43,8 +43,9 @@ static const cfg_row_t terse_config_table[] = {
           "Per-job secret every connection must present (default: derived from the launcher job id)."),
     ROW_S("TERSE_BIND_ADDR", bind_addr, "",
           "Local IPv4 address the TCP transport listens on (default: the address that reaches the root)."),
-    ROW("TERSE_CHUNK_SIZE", CFG_SIZE, chunk_size, "256K",
-        "Payload bytes per pipelined chunk; also the size of one receive slot."),
+    ROW("TERSE_CHUNK_SIZE", CFG_SIZE, chunk_size, "0",
+        "Payload bytes per pipelined chunk and per receive slot; 0: the transport's default "
+        "(tcp 256K, verbs 1M)."),
     ROW("TERSE_SLOTS", CFG_INT, slots, "8", "Receive slots (flow-control credits) per peer."),
     ROW_S("TERSE_ALLREDUCE_ALGO", allreduce_algo, "auto",
           "Allreduce algorithm: auto, rd (recursive doubling), rabenseifner (recursive halving + "
@@ -167,9 +168,10 @@ void terse__config_load(terse_config_t *cfg)
         TERSE_WARN(INIT, "TERSE_SLOTS=%d too small, using 2", cfg->slots);
         cfg->slots = 2;
     }
-    if (cfg->chunk_size < 4096 || cfg->chunk_size > (1u << 30)) {
-        TERSE_WARN(INIT, "TERSE_CHUNK_SIZE=%zu out of range [4K, 1G], using 256K", cfg->chunk_size);
-        cfg->chunk_size = 256 << 10;
+    if (cfg->chunk_size && (cfg->chunk_size < 4096 || cfg->chunk_size > (1u << 30))) {
+        TERSE_WARN(INIT, "TERSE_CHUNK_SIZE=%zu out of range [4K, 1G], using the transport default",
+                   cfg->chunk_size);
+        cfg->chunk_size = 0;
     }
     cfg->chunk_size &= ~(size_t)63; /* keep every dtype's elements whole */
 

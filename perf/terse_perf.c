@@ -24,7 +24,7 @@
 typedef struct {
     size_t minb, maxb;
     double factor;
-    int warmup, iters, check, nranks;
+    int warmup, iters, check, nranks, reg;
     terse_dtype_t dtype;
     terse_op_t op;
     const char *coll;
@@ -152,6 +152,12 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
         fprintf(stderr, "terse_perf: out of memory for %zu bytes\n", o->maxb);
         return 1;
     }
+    terse_memreg_t *rin = NULL, *rout = NULL;
+    if (o->reg && (terse_mem_register(comm, in, maxcount * esz, &rin) != TERSE_OK ||
+                   terse_mem_register(comm, out, maxcount * esz, &rout) != TERSE_OK)) {
+        fprintf(stderr, "terse_perf: rank %d: cannot register the buffers\n", me);
+        return 1;
+    }
     if (me == 0) {
         if (o->iters)
             printf("# terse_perf: %s, %d ranks, transport %s, %d warm-up + %d timed iterations\n",
@@ -222,9 +228,20 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
         }
         fail |= wrong != 0;
     }
+    terse_comm_stats_t cs;
+    terse_comm_stats(comm, &cs);
+    if (me == 0)
+        printf("# rank 0: %llu calls, %llu bytes sent, %llu registrations, %llu zero-copy chunk sends, "
+               "%llu bounce/copy chunk sends\n", (unsigned long long)cs.calls,
+               (unsigned long long)cs.bytes_sent, (unsigned long long)cs.reg_created,
+               (unsigned long long)cs.reg_hits, (unsigned long long)cs.reg_misses);
+    if (rin)
+        terse_mem_deregister(comm, rin);
+    if (rout)
+        terse_mem_deregister(comm, rout);
+    terse_comm_destroy(comm);
     free(in);
     free(out);
-    terse_comm_destroy(comm);
     return fail;
 }
 
@@ -234,7 +251,8 @@ static void usage(void)
             "usage: terse_perf [-n ranks] [-b minbytes] [-e maxbytes] [-f factor] [-w warmup]\n"
             "                  [-i iters (0: auto)] [-d float32|float64|float16|bfloat16|int32|int64]\n"
             "                  [-o sum|prod|min|max|avg] [-t allreduce|allgather|reduce_scatter|broadcast]\n"
-            "                  [-c 0|1] [-T tcp|verbs|auto] [--config]\n"
+            "                  [-c 0|1] [-T tcp|verbs|auto] [-R 0|1] [--config]\n"
+            "  -R 1  register the buffers with terse_mem_register (zero-copy sends on verbs)\n"
             "  -n N  fork N local ranks (default: the ranks of mpirun/srun, else 2)\n");
 }
 
@@ -244,7 +262,7 @@ int main(int argc, char **argv)
                 .nranks = 0, .dtype = TERSE_FLOAT32, .op = TERSE_SUM, .coll = "allreduce"};
     static struct option lopts[] = {{"config", no_argument, 0, 'C'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "n:b:e:f:w:i:d:o:t:c:T:h", lopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "n:b:e:f:w:i:d:o:t:c:T:R:h", lopts, NULL)) != -1) {
         switch (c) {
         case 'n': o.nranks = atoi(optarg); break;
         case 'b': if (parse_size(optarg, &o.minb)) { usage(); return 2; } break;
@@ -254,6 +272,7 @@ int main(int argc, char **argv)
         case 'i': o.iters = atoi(optarg); break;
         case 'c': o.check = atoi(optarg); break;
         case 'T': o.transport = optarg; break;
+        case 'R': o.reg = atoi(optarg); break;
         case 't': o.coll = optarg; break;
         case 'd': {
             int k;

@@ -65,6 +65,7 @@ static void test_config_env(void)
     terse__config_load(&c);
     CU_ASSERT_DOUBLE_EQUAL(c.timeout_sec, 60, 1e-12);
     CU_ASSERT_STRING_EQUAL(c.transport, "auto");
+    CU_ASSERT_EQUAL(c.chunk_size, 0); /* the transport's default */
 
     /* the knob listing names every variable with its help */
     char *text = NULL;

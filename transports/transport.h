@@ -82,6 +82,7 @@ typedef void (*terse_tp_event_cb)(void *arg, const terse_tp_event_t *ev);
 
 typedef struct terse_tp_ops {
     const char *name;
+    size_t default_chunk; /* TERSE_CHUNK_SIZE when unset: what measured best */
     /* Create the local endpoint (listener, device, PD, CQ). */
     terse_status_t (*open)(const terse_tp_params_t *params, terse_tp_t **tp);
     /* Blob that a peer passes to connect() to reach us. */

@@ -249,6 +249,7 @@ static void tcp_close(terse_tp_t *tp, double deadline)
 
 const terse_tp_ops_t terse_tp_tcp_ops = {
     .name = "tcp",
+    .default_chunk = 256 << 10, /* loopback: docs/performance.md */
     .open = tcp_open,
     .address = tcp_address,
     .connect = tcp_connect,
