@@ -7,6 +7,7 @@
 #include "bootstrap.h"
 #include "log.h"
 #include "memreg.h"
+#include "topology.h"
 #include "net.h"
 #include "schedule.h"
 
@@ -80,7 +81,9 @@ static terse_status_t setup_slots(terse_comm_t *comm)
     comm->slot_stride = TERSE_HDR_SIZE + comm->chunk;
     size_t nslot = (size_t)comm->size * (size_t)comm->nslots;
     size_t rlen = nslot * comm->slot_stride;
-    comm->recv_region = aligned_alloc(4096, (rlen + 4095) & ~(size_t)4095);
+    /* on the NIC's NUMA node when the transport has one */
+    comm->recv_len = rlen;
+    comm->recv_region = terse__topo_alloc(comm->tp_ops->device(comm->tp), rlen);
     comm->hdr_region = aligned_alloc(64, nslot * TERSE_HDR_SIZE);
     comm->rkeys = calloc((size_t)comm->size, TERSE_TP_RKEY_MAX);
     comm->chans = calloc((size_t)comm->size, sizeof(terse_chan_t));
@@ -103,7 +106,7 @@ static void comm_free(terse_comm_t *comm)
             comm->tp_ops->mem_dereg(comm->tp, comm->hdr_mr);
         comm->tp_ops->close(comm->tp, terse__now() + (comm->cfg.timeout_sec < 10 ? comm->cfg.timeout_sec : 10));
     }
-    free(comm->recv_region);
+    terse__topo_free(comm->recv_region, comm->recv_len);
     free(comm->hdr_region);
     free(comm->rkeys);
     free(comm->chans);

@@ -62,6 +62,7 @@ struct terse_comm {
     int nslots;          /* slots per peer */
     size_t slot_stride;  /* header + payload */
     char *recv_region;   /* size * nslots slots, indexed by sender */
+    size_t recv_len;
     terse_tp_mr_t *recv_mr;
     char *hdr_region;    /* send headers: size * nslots */
     terse_tp_mr_t *hdr_mr;

@@ -231,8 +231,8 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
     terse_comm_stats_t cs;
     terse_comm_stats(comm, &cs);
     if (me == 0)
-        printf("# rank 0: %llu calls, %llu bytes sent, %llu registrations, %llu zero-copy chunk sends, "
-               "%llu bounce/copy chunk sends\n", (unsigned long long)cs.calls,
+        printf("# rank 0: %llu calls, %llu bytes sent, %llu registrations, %llu chunk sends from "
+               "registered memory (zero-copy on verbs), %llu from unregistered memory (bounce-copied on verbs)\n", (unsigned long long)cs.calls,
                (unsigned long long)cs.bytes_sent, (unsigned long long)cs.reg_created,
                (unsigned long long)cs.reg_hits, (unsigned long long)cs.reg_misses);
     if (rin)

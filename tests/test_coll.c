@@ -347,7 +347,10 @@ static int body_registration(const terse_launch_ctx_t *ctx, void *arg)
     const char *cache = getenv("TERSE_REG_CACHE");
     int automatic = cache && atoi(cache) > 0;
     enum { N = 300007 };
-    float *in = malloc(N * sizeof(float)), *out = malloc(N * sizeof(float));
+    /* page-aligned, so the two buffers never share a page (registrations are
+     * page-granular and releasing one must not touch the other) */
+    size_t blen = (N * sizeof(float) + 4095) & ~(size_t)4095;
+    float *in = aligned_alloc(4096, blen), *out = aligned_alloc(4096, blen);
     terse_memreg_t *rin = NULL, *rout = NULL;
     if (!automatic) {
         RCHECK(ctx, terse_mem_register(comm, NULL, 10, &rin) == TERSE_ERR_INVALID_ARG, "NULL buffer");

@@ -1,6 +1,7 @@
 /* test_unit.c - single-process unit tests: statuses, config parsing, 16-bit
  * float conversion, reduction kernels, argument checking. */
 #include "terse_config.h"
+#include "topology.h"
 #include "dtype.h"
 #include "terse.h"
 
@@ -226,6 +227,22 @@ static void test_invalid_args(void)
     CU_ASSERT_EQUAL(terse_comm_destroy(NULL), TERSE_ERR_INVALID_ARG);
 }
 
+static void test_topology(void)
+{
+    /* unknown devices have no locality; allocations work with or without hwloc */
+    CU_ASSERT_EQUAL(terse__topo_nic_score("no-such-device"), 0);
+    size_t len = 3 * 4096 + 5;
+    char *p = terse__topo_alloc("no-such-device", len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT_EQUAL((uintptr_t)p % 4096, 0);
+    memset(p, 0x5a, len);
+    CU_ASSERT_EQUAL(p[len - 1], 0x5a);
+    terse__topo_free(p, len);
+    p = terse__topo_alloc(NULL, 100);
+    CU_ASSERT_PTR_NOT_NULL(p);
+    terse__topo_free(p, 100);
+}
+
 static void test_no_identity(void)
 {
     /* no parameters and no launcher variables: a clear error, not a guess */
@@ -255,6 +272,7 @@ int main(void)
     CU_add_test(s, "reduction kernels", test_reduce_kernels);
     CU_add_test(s, "invalid arguments", test_invalid_args);
     CU_add_test(s, "no rank or size anywhere", test_no_identity);
+    CU_add_test(s, "topology and NIC-local allocation", test_topology);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int failures = (int)CU_get_number_of_tests_failed();

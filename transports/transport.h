@@ -104,6 +104,8 @@ typedef struct terse_tp_ops {
      * started are dropped; one already partly on the wire cannot be finished
      * without its source, so the connection is closed. No SEND_DONE follows. */
     void (*cancel)(terse_tp_t *tp, int peer, uint64_t cookie_from);
+    /* Name of the device in use, for NUMA placement (NULL: none, as on TCP). */
+    const char *(*device)(terse_tp_t *tp);
     /* Deliver events through cb. Blocks up to timeout_ms (0: poll) when there
      * is nothing to do. Returns the number of events delivered, or <0 status. */
     int (*progress)(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, void *arg);

@@ -247,6 +247,12 @@ static void tcp_close(terse_tp_t *tp, double deadline)
     free(tp);
 }
 
+static const char *tcp_device(terse_tp_t *tp)
+{
+    (void)tp;
+    return NULL;
+}
+
 const terse_tp_ops_t terse_tp_tcp_ops = {
     .name = "tcp",
     .default_chunk = 256 << 10, /* loopback: docs/performance.md */
@@ -258,6 +264,7 @@ const terse_tp_ops_t terse_tp_tcp_ops = {
     .mem_rkey = tcp_mem_rkey,
     .write_notify = terse__tcp_write_notify,
     .cancel = terse__tcp_cancel,
+    .device = tcp_device,
     .progress = terse__tcp_progress,
     .close = tcp_close,
 };

@@ -71,6 +71,7 @@ struct terse_tp {
     uint32_t max_inline;
     verbs_peer_t *peers;
     char *bounce_all;
+    size_t bounce_len;
     struct ibv_mr *bounce_mr;
     size_t bounce_slot;  /* bytes per bounce slot */
     int bounce_count;    /* slots per peer */

@@ -1,11 +1,13 @@
 /*
  * verbs_device.c - choose the RDMA device and port (TERSE_IB_DEVICE=name:port,
- * else the first active port) and the IPv4 address RDMA CM will use on it:
+ * else the active port closest to this process, by hwloc) and the IPv4
+ * address RDMA CM will use on it:
  * TERSE_IB_ADDR, else the IPv4-mapped entry of the port's GID table, which is
  * exactly the RoCE v2 GID RDMA CM resolves to.
  */
 #include "verbs.h"
 #include "../../lib/log.h"
+#include "../../lib/topology.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -50,10 +52,17 @@ terse_status_t terse__verbs_pick_address(const terse_tp_params_t *params, struct
         TERSE_INFO(NET, "verbs: no RDMA device found");
         return TERSE_ERR_NO_DEVICE;
     }
+    /* Among active ports with an IPv4 GID, prefer the device closest to the
+     * CPUs this process runs on (hwloc); the first one wins a tie. */
     terse_status_t st = TERSE_ERR_NO_DEVICE;
-    for (int d = 0; d < ndev && st != TERSE_OK; d++) {
+    int best = -1;
+    char chosen[64] = "";
+    for (int d = 0; d < ndev; d++) {
         const char *name = ibv_get_device_name(list[d]);
         if (want[0] && strcmp(name, want) != 0)
+            continue;
+        int score = terse__topo_nic_score(name);
+        if (score <= best)
             continue;
         struct ibv_context *ctx = ibv_open_device(list[d]);
         struct ibv_device_attr da;
@@ -62,26 +71,34 @@ terse_status_t terse__verbs_pick_address(const terse_tp_params_t *params, struct
                 ibv_close_device(ctx);
             continue;
         }
-        for (int port = 1; port <= da.phys_port_cnt && st != TERSE_OK; port++) {
+        int found = 0;
+        for (int port = 1; port <= da.phys_port_cnt && !found; port++) {
             struct ibv_port_attr pa;
             if ((want_port && port != want_port) || ibv_query_port(ctx, (uint8_t)port, &pa) != 0 ||
                 pa.state != IBV_PORT_ACTIVE)
                 continue;
-            for (int gi = 0; gi < pa.gid_tbl_len; gi++) {
+            for (int gi = 0; gi < pa.gid_tbl_len && !found; gi++) {
                 union ibv_gid g;
+                struct in_addr ip;
                 if (params->ib_gid_index >= 0 && gi != params->ib_gid_index)
                     continue;
-                if (ibv_query_gid(ctx, (uint8_t)port, gi, &g) == 0 && gid_ipv4(&g, &out->sin_addr)) {
-                    char ip[32];
-                    inet_ntop(AF_INET, &out->sin_addr, ip, sizeof(ip));
-                    TERSE_INFO(NET, "verbs: device %s port %d, GID index %d = %s", name, port, gi, ip);
+                if (ibv_query_gid(ctx, (uint8_t)port, gi, &g) == 0 && gid_ipv4(&g, &ip)) {
+                    char txt[32];
+                    inet_ntop(AF_INET, &ip, txt, sizeof(txt));
+                    TERSE_INFO(NET, "verbs: candidate %s port %d, GID index %d = %s, locality %d", name,
+                               port, gi, txt, score);
+                    out->sin_addr = ip;
+                    snprintf(chosen, sizeof(chosen), "%s", name);
+                    best = score;
+                    found = 1;
                     st = TERSE_OK;
-                    break;
                 }
             }
         }
         ibv_close_device(ctx);
     }
+    if (st == TERSE_OK)
+        TERSE_INFO(NET, "verbs: using %s", chosen);
     ibv_free_device_list(list);
     if (st != TERSE_OK)
         TERSE_INFO(NET, "verbs: no active port with an IPv4 GID%s%s (set TERSE_IB_ADDR for IPoIB)",

@@ -7,6 +7,7 @@
 #include "verbs.h"
 #include "../../lib/log.h"
 #include "../../lib/net.h"
+#include "../../lib/topology.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -35,7 +36,7 @@ static void tp_free(terse_tp_t *tp)
 {
     if (tp->bounce_mr)
         ibv_dereg_mr(tp->bounce_mr);
-    free(tp->bounce_all);
+    terse__topo_free(tp->bounce_all, tp->bounce_len);
     if (tp->cq)
         ibv_destroy_cq(tp->cq);
     if (tp->comp)
@@ -108,7 +109,8 @@ static terse_status_t verbs_open(const terse_tp_params_t *params, terse_tp_t **o
     tp->bounce_slot = (params->max_msg + 63) & ~(size_t)63;
     tp->bounce_count = 2 * params->max_outstanding + 4;
     size_t blen = (size_t)params->size * (size_t)tp->bounce_count * tp->bounce_slot;
-    tp->bounce_all = aligned_alloc(4096, (blen + 4095) & ~(size_t)4095);
+    tp->bounce_len = blen;
+    tp->bounce_all = terse__topo_alloc(ibv_get_device_name(tp->ctx->device), blen);
     if (!tp->bounce_all) {
         tp_free(tp);
         return TERSE_ERR_NO_MEMORY;
@@ -375,6 +377,8 @@ static void verbs_close(terse_tp_t *tp, double deadline)
     tp_free(tp);
 }
 
+static const char *verbs_device(terse_tp_t *tp) { return ibv_get_device_name(tp->ctx->device); }
+
 const terse_tp_ops_t terse_tp_verbs_ops = {
     .name = "verbs",
     .default_chunk = 1 << 20, /* fewer completions and credits per byte (soft-RoCE runs) */
@@ -386,6 +390,7 @@ const terse_tp_ops_t terse_tp_verbs_ops = {
     .mem_rkey = verbs_mem_rkey,
     .write_notify = terse__verbs_write_notify,
     .cancel = terse__verbs_cancel,
+    .device = verbs_device,
     .progress = terse__verbs_progress,
     .close = verbs_close,
 };
