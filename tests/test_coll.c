@@ -491,6 +491,9 @@ int main(void)
         int xr, xs, external = terse_launch_external(&xr, &xs);
         if (external)
             printf("under an external launcher with %d ranks: only the %d-rank cases run\n", xs, xs);
+        /* one report per job: other ranks keep stderr and their exit status */
+        if (external && xr != 0 && ntp == 0 && !freopen("/dev/null", "w", stdout))
+            return 2;
         for (int b = 0; b < NB; b++)
             for (int r = 0; r < NR; r++) {
                 if (external && rank_counts[r] != xs)
