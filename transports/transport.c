@@ -84,3 +84,15 @@ void terse__tp_evq_free(terse_tp_evq_t *q)
     q->ev = NULL;
     q->n = q->cap = 0;
 }
+
+terse_status_t terse__tp_admit(const terse_tp_params_t *params, int wellformed, uint64_t secret_hash,
+                               int rank, int size)
+{
+    if (!wellformed)
+        return TERSE_ERR_PROTOCOL;
+    if (secret_hash != params->secret_hash)
+        return TERSE_ERR_AUTH;
+    if (size != params->size || rank <= params->rank || rank >= size)
+        return TERSE_ERR_AUTH;
+    return TERSE_OK;
+}

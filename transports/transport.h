@@ -114,6 +114,13 @@ typedef struct terse_tp_ops {
     void (*close)(terse_tp_t *tp, double deadline);
 } terse_tp_ops_t;
 
+/* The admission rule both transports apply to an incoming connection: the
+ * hello must be well-formed, carry this job's secret, and come from a higher
+ * rank of a job of the same size (lower ranks accept, higher ranks connect).
+ * Whether that rank is already connected is the caller's to check. */
+terse_status_t terse__tp_admit(const terse_tp_params_t *params, int wellformed, uint64_t secret_hash,
+                               int rank, int size);
+
 /* Events found outside progress() (a write that completed at once), held
  * until the next progress() call delivers them. Shared by the transports. */
 typedef struct terse_tp_evq {

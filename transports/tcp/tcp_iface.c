@@ -81,13 +81,10 @@ static int accept_one(terse_tp_t *tp, int fd, double deadline, terse_status_t *s
         TERSE_WARN(NET, "rejected a connection that sent no valid hello (%s)", terse_strerror(*st));
         return 0;
     }
-    if (h.magic != TERSE_TCP_HELLO || h.version != TERSE_TCP_VERSION)
-        ack.status = TERSE_ERR_PROTOCOL;
-    else if (h.secret_hash != tp->params.secret_hash)
-        ack.status = TERSE_ERR_AUTH;
-    else if (h.size != tp->params.size || h.rank <= tp->params.rank || h.rank >= h.size ||
-             tp->peers[h.rank].fd >= 0)
-        ack.status = TERSE_ERR_AUTH;
+    ack.status = terse__tp_admit(&tp->params, h.magic == TERSE_TCP_HELLO && h.version == TERSE_TCP_VERSION,
+                                 h.secret_hash, h.rank, h.size);
+    if (ack.status == TERSE_OK && tp->peers[h.rank].fd >= 0)
+        ack.status = TERSE_ERR_AUTH; /* that rank is already here */
     terse__net_send_all(fd, &ack, sizeof(ack), hd);
     if (ack.status != TERSE_OK) {
         TERSE_WARN(NET, "rejected a connection claiming rank %d of %d: %s", (int)h.rank, (int)h.size,

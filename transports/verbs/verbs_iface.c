@@ -265,12 +265,9 @@ static int handle_incoming(terse_tp_t *tp, struct rdma_cm_event *ev)
     verbs_hello_t h = {0}, rej = {TERSE_VERBS_MAGIC, me, n, TERSE_OK, 0};
     if (ev->param.conn.private_data && ev->param.conn.private_data_len >= sizeof(h))
         memcpy(&h, ev->param.conn.private_data, sizeof(h));
-    if (h.magic != TERSE_VERBS_MAGIC)
-        rej.status = TERSE_ERR_PROTOCOL;
-    else if (h.secret_hash != tp->params.secret_hash)
-        rej.status = TERSE_ERR_AUTH;
-    else if (h.size != n || h.rank <= me || h.rank >= n || tp->peers[h.rank].id)
-        rej.status = TERSE_ERR_AUTH;
+    rej.status = terse__tp_admit(&tp->params, h.magic == TERSE_VERBS_MAGIC, h.secret_hash, h.rank, h.size);
+    if (rej.status == TERSE_OK && tp->peers[h.rank].id)
+        rej.status = TERSE_ERR_AUTH; /* that rank is already here */
     if (rej.status == TERSE_OK && make_qp(tp, ev->id, h.rank) != TERSE_OK)
         rej.status = TERSE_ERR_SYSTEM;
     if (rej.status != TERSE_OK) {
