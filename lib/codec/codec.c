@@ -1,0 +1,59 @@
+/* codec.c - the codec table and the header every code starts with. */
+#include "codec.h"
+
+#include <math.h>
+#include <string.h>
+
+#define CODEC_MAGIC 0x4354u /* "TC" */
+
+static const terse_codec_ops_t *const codecs[] = {
+    &terse_codec_fp16, &terse_codec_bf16, &terse_codec_cnat8, &terse_codec_sign, &terse_codec_topk,
+};
+#define NCODECS (sizeof(codecs) / sizeof(codecs[0]))
+
+const terse_codec_ops_t *terse__codec(terse_codec_id_t id)
+{
+    for (size_t i = 0; i < NCODECS; i++)
+        if (codecs[i]->id == id)
+            return codecs[i];
+    return NULL;
+}
+
+const terse_codec_ops_t *terse__codec_by_name(const char *name)
+{
+    for (size_t i = 0; i < NCODECS; i++)
+        if (strcmp(codecs[i]->name, name) == 0)
+            return codecs[i];
+    return NULL;
+}
+
+void terse__codec_put_hdr(void *out, terse_codec_id_t id, size_t n)
+{
+    unsigned char *h = out;
+    uint16_t magic = CODEC_MAGIC;
+    uint64_t nn = n;
+    memcpy(h, &magic, 2);
+    h[2] = (unsigned char)id;
+    h[3] = 0;
+    memcpy(h + 4, &nn, 8);
+}
+
+int terse__codec_check_hdr(const void *code, size_t len, terse_codec_id_t id, size_t n)
+{
+    const unsigned char *h = code;
+    uint16_t magic;
+    uint64_t nn;
+    if (!code || len < TERSE_CODEC_HDR)
+        return -1;
+    memcpy(&magic, h, 2);
+    memcpy(&nn, h + 4, 8);
+    return (magic == CODEC_MAGIC && h[2] == (unsigned char)id && nn == n) ? 0 : -1;
+}
+
+int terse__codec_nonfinite(const float *x, size_t n)
+{
+    int bad = 0;
+    for (size_t i = 0; i < n; i++)
+        bad |= !isfinite(x[i]);
+    return bad;
+}
