@@ -265,33 +265,48 @@ static int async_events(terse_tp_t *tp, terse_tp_event_cb cb, void *arg)
     return n;
 }
 
-int terse__verbs_progress(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, void *arg)
+/* Drain the CQ (bounded). Returns events, or -1 on a CQ error. */
+static int drain_cq(terse_tp_t *tp, terse_tp_event_cb cb, void *arg)
 {
-    int events = 0;
-    if (cb)
-        events += terse__tp_evq_deliver(&tp->pending, cb, arg);
     struct ibv_wc wc[32];
-    for (int round = 0; round < 4; round++) {
+    int events = 0;
+    for (int round = 0; round < 64; round++) {
         int n = ibv_poll_cq(tp->cq, 32, wc);
         if (n < 0)
-            return TERSE_ERR_SYSTEM;
+            return -1;
         for (int i = 0; i < n; i++)
             events += handle_wc(tp, &wc[i], cb, arg);
         if (n < 32)
             break;
     }
-    events += cm_events(tp, tp->listen_ch, cb, arg) + cm_events(tp, tp->active_ch, cb, arg);
-    events += async_events(tp, cb, arg);
+    return events;
+}
+
+/* Connection-manager and device events come after the CQ is drained: a peer's
+ * last writes (an abort, a goodbye) complete here before its disconnect can
+ * be seen, so they are never overtaken by it. */
+static int side_events(terse_tp_t *tp, terse_tp_event_cb cb, void *arg)
+{
+    return cm_events(tp, tp->listen_ch, cb, arg) + cm_events(tp, tp->active_ch, cb, arg) +
+           async_events(tp, cb, arg);
+}
+
+int terse__verbs_progress(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, void *arg)
+{
+    int events = 0;
+    if (cb)
+        events += terse__tp_evq_deliver(&tp->pending, cb, arg);
+    int n = drain_cq(tp, cb, arg);
+    if (n < 0)
+        return TERSE_ERR_SYSTEM;
+    events += n + side_events(tp, cb, arg);
     if (events || timeout_ms <= 0)
         return events;
     /* Nothing ready: arm the CQ, re-check (a completion may have raced the
-     * arming), then sleep until a completion or a CM event arrives. */
+     * arming), then sleep until a completion or a CM/device event arrives. */
     ibv_req_notify_cq(tp->cq, 0);
-    int n = ibv_poll_cq(tp->cq, 32, wc);
-    for (int i = 0; i < n; i++)
-        events += handle_wc(tp, &wc[i], cb, arg);
-    if (events)
-        return events;
+    if ((n = drain_cq(tp, cb, arg)) != 0)
+        return n;
     struct pollfd pf[4] = {{tp->comp->fd, POLLIN, 0}, {tp->listen_ch->fd, POLLIN, 0},
                            {tp->active_ch->fd, POLLIN, 0}, {tp->ctx->async_fd, POLLIN, 0}};
     if (poll(pf, 4, timeout_ms) > 0 && (pf[0].revents & POLLIN)) {
@@ -299,13 +314,11 @@ int terse__verbs_progress(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, 
         void *ctx;
         if (ibv_get_cq_event(tp->comp, &cq, &ctx) == 0)
             ibv_ack_cq_events(cq, 1);
-        n = ibv_poll_cq(tp->cq, 32, wc);
-        for (int i = 0; i < n; i++)
-            events += handle_wc(tp, &wc[i], cb, arg);
     }
-    events += cm_events(tp, tp->listen_ch, cb, arg) + cm_events(tp, tp->active_ch, cb, arg);
-    events += async_events(tp, cb, arg);
-    return events;
+    /* whatever woke us, the CQ first */
+    if ((n = drain_cq(tp, cb, arg)) < 0)
+        return TERSE_ERR_SYSTEM;
+    return n + side_events(tp, cb, arg);
 }
 
 void terse__verbs_cancel(terse_tp_t *tp, int peer, uint64_t cookie_from)
