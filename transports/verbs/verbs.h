@@ -11,6 +11,7 @@
 #define TERSE_VERBS_MAGIC 0x54525642u /* connection private data */
 #define TERSE_VERBS_RECV_DEPTH 512     /* receive WRs per QP (notifications) */
 #define TERSE_VERBS_SEND_DEPTH 1024
+#define TERSE_VERBS_DISCONNECT_GRACE 0.5 /* seconds a disconnect waits for the peer's last writes */
 
 /* Private data of a connection request, and of a reject. */
 typedef struct verbs_hello {
@@ -52,6 +53,7 @@ typedef struct verbs_peer {
     struct rdma_cm_id *id;
     struct ibv_qp *qp;
     int connected, failed;
+    double disconnected_at; /* RDMA CM said the peer left; reported after a grace period */
     verbs_inflight_t inflight[TERSE_VERBS_SEND_DEPTH];
     uint64_t posted, completed;  /* signalled writes */
     uint64_t bounce_next, bounce_done;

@@ -226,11 +226,27 @@ static int cm_events(terse_tp_t *tp, struct rdma_event_channel *ch, terse_tp_eve
         rdma_ack_cm_event(ev);
         if (peer < 0 || peer >= tp->params.size)
             continue;
-        if (t == RDMA_CM_EVENT_DISCONNECTED || t == RDMA_CM_EVENT_DEVICE_REMOVAL ||
-            t == RDMA_CM_EVENT_CONNECT_ERROR) {
+        if (t == RDMA_CM_EVENT_DISCONNECTED && !tp->peers[peer].disconnected_at) {
+            /* The disconnect travels apart from the data QP and can overtake
+             * the peer's last writes (its abort, its goodbye): keep draining
+             * the CQ for a moment before calling the peer gone. */
+            tp->peers[peer].disconnected_at = terse__now();
+        } else if (t == RDMA_CM_EVENT_DEVICE_REMOVAL || t == RDMA_CM_EVENT_CONNECT_ERROR) {
             char why[96];
             snprintf(why, sizeof(why), "connection to rank %d ended (%s)", peer, rdma_event_str(t));
             fail_peer(tp, peer, TERSE_ERR_PEER_FAILED, why, cb, arg);
+            n++;
+        }
+    }
+    /* Disconnects whose grace period is over. */
+    double now = terse__now();
+    for (int r = 0; r < tp->params.size; r++) {
+        verbs_peer_t *p = &tp->peers[r];
+        if (p->disconnected_at > 0 && !p->failed && now - p->disconnected_at > TERSE_VERBS_DISCONNECT_GRACE) {
+            char why[96];
+            snprintf(why, sizeof(why), "connection to rank %d ended (%s)", r,
+                     rdma_event_str(RDMA_CM_EVENT_DISCONNECTED));
+            fail_peer(tp, r, TERSE_ERR_PEER_FAILED, why, cb, arg);
             n++;
         }
     }
