@@ -264,6 +264,119 @@ typedef struct terse_comm_stats {
 
 TERSE_API terse_status_t terse_comm_stats(const terse_comm_t *comm, terse_comm_stats_t *stats);
 
+/*
+ * Persistent compressed allreduce of float32 tensors.
+ *
+ * Created once per tensor (or bucket of tensors packed in one buffer) and
+ * run every step: it holds the state of the compression method - worker
+ * error-feedback residual e, the owner-side ("server") residual of the chunk
+ * this rank owns, the random streams, step counter and statistics - so the
+ * caller only passes each step's update. Per call, with u the input:
+ *   p = u + e;  send C(p);  e <- p - decode(C(p))        (worker feedback)
+ * and the output, identical to the last bit on every rank, is the sum (or
+ * mean) of the decoded contributions, re-compressed by each chunk's owner in
+ * the two-phase and ring algorithms (with its own residual when
+ * server_error_feedback is set). Codecs (params.codec / server_codec):
+ *   "fp32"  no compression;  "fp16", "bf16"  16-bit floats;
+ *   "cnat8" natural compression (1 byte per value, unbiased, omega 1/8);
+ *   "cnat9" natural compression, 9 bits per value (sign + full exponent);
+ *   "natdither" natural dithering (levels, norm, bucket);
+ *   "qsgd"  standard random dithering with `levels` uniform levels;
+ *   "sign"  scaled sign (biased: use error feedback);
+ *   "sign1" unbiased stochastic 1-bit (scale = max |x| per bucket);
+ *   "topk"  k = max(1, floor(ratio n)) largest magnitudes (biased);
+ *   "randk" k random entries scaled by n/k, shared seed (unbiased);
+ *   "topk+cnat8", "randk+cnat8": C_nat on the kept values.
+ * Algorithms: allgather of codes (every rank decodes all codes: one
+ * compression, best for small rank counts and for biased codecs), two-phase
+ * (each chunk compressed to its owner, summed there, re-compressed and
+ * allgathered: 2 (n-1)/n of the code per rank), ring (reduce-scatter that
+ * decodes, adds and re-compresses at every hop; unbiased codecs only, no
+ * worker feedback). AUTO: allgather for biased codecs and n <= 2, two-phase
+ * otherwise; TERSE_COMPRESSED_ALGO overrides AUTO.
+ */
+typedef struct terse_compressed terse_compressed_t;
+
+typedef enum terse_compressed_algo {
+    TERSE_COMPRESSED_AUTO = 0,
+    TERSE_COMPRESSED_ALLGATHER,
+    TERSE_COMPRESSED_TWO_PHASE,
+    TERSE_COMPRESSED_RING
+} terse_compressed_algo_t;
+
+typedef struct terse_compressed_params {
+    const char *codec;          /* see above; default "cnat8" */
+    const char *server_codec;   /* owner re-compression; NULL: same as codec */
+    double ratio;               /* topk / randk density in (0, 1]; default 0.01 */
+    int levels;                 /* natdither: s (levels 2^(1-s)..1); qsgd: levels; default 8 */
+    int norm;                   /* natdither / qsgd: p of the p-norm, 0 = max norm; default 2 */
+    size_t bucket;              /* values per norm (natdither, qsgd, sign1); 0 = 512 */
+    int error_feedback;         /* keep the worker residual e (default 1) */
+    int server_error_feedback;  /* owner keeps a downlink residual (two-phase, ring) */
+    int error_average_every;    /* H > 0: every H calls, e <- mean of all ranks' e */
+    terse_op_t op;              /* TERSE_SUM or TERSE_AVG (default) */
+    terse_compressed_algo_t algo;
+    uint64_t seed;              /* random streams: per rank from this seed */
+} terse_compressed_params_t;
+
+/** Defaults listed above. */
+TERSE_API void terse_compressed_params_init(terse_compressed_params_t *params);
+
+/**
+ * Create a compressed allreduce of `count` float32 values on comm. Local (no
+ * communication): ranks must pass the same count and parameters, which the
+ * first call checks (TERSE_ERR_MISMATCH). TERSE_ERR_INVALID_ARG names the bad
+ * field in the debug log (TERSE_DEBUG=warn).
+ */
+TERSE_API terse_status_t terse_compressed_create(terse_comm_t *comm, size_t count,
+                                                 const terse_compressed_params_t *params,
+                                                 terse_compressed_t **out);
+TERSE_API void terse_compressed_destroy(terse_compressed_t *c);
+
+/**
+ * One step: recvbuf = sum (or mean) of every rank's compressed sendbuf, with
+ * feedback. sendbuf may equal recvbuf. Blocking; collective. On error the
+ * state is left as it was before the call (the communicator's sticky error
+ * applies as for any collective).
+ */
+TERSE_API terse_status_t terse_compressed_allreduce(terse_compressed_t *c, const float *sendbuf,
+                                                    float *recvbuf);
+
+/** Step-ahead point y = x - e (y may equal x): with e in parameter units, the
+ * gradient for the next step is evaluated at y. */
+TERSE_API terse_status_t terse_compressed_step_ahead(const terse_compressed_t *c, const float *x,
+                                                     float *y);
+/** Multiply the residuals (worker and server) by factor, e.g. lr_new / lr_old. */
+TERSE_API terse_status_t terse_compressed_scale_residual(terse_compressed_t *c, float factor);
+/** Copy the worker residual e (count floats) into out. */
+TERSE_API terse_status_t terse_compressed_residual(const terse_compressed_t *c, float *out);
+
+typedef struct terse_compressed_stats {
+    uint64_t steps;             /* calls completed */
+    uint64_t error_averages;    /* residual averaging rounds done */
+    uint64_t bytes_sent;        /* payload bytes this rank sent in the last call */
+    uint64_t bytes_sent_total;  /* ... in all calls (error averaging included) */
+    uint64_t dense_bytes;       /* what a dense ring allreduce sends per call, per rank */
+    double ratio;               /* bytes_sent_total / (steps * dense_bytes) */
+    double residual_norm;       /* ||e||_2 after the last call */
+    double server_residual_norm;/* ||server residual||_2 of the owned chunk */
+    const char *algorithm;      /* "allgather", "two_phase", "ring" */
+    const char *codec;          /* canonical codec name */
+} terse_compressed_stats_t;
+
+TERSE_API terse_status_t terse_compressed_stats(const terse_compressed_t *c,
+                                                terse_compressed_stats_t *stats);
+
+/**
+ * Checkpoint: the whole state (residuals, counters, random streams,
+ * statistics) in a versioned, self-checking byte format. A handle created
+ * with the same comm size, rank, count and parameters resumes bit-exactly
+ * from it; anything else is refused with TERSE_ERR_INVALID_ARG.
+ */
+TERSE_API size_t terse_compressed_state_size(const terse_compressed_t *c);
+TERSE_API terse_status_t terse_compressed_save(const terse_compressed_t *c, void *buf, size_t len);
+TERSE_API terse_status_t terse_compressed_load(terse_compressed_t *c, const void *buf, size_t len);
+
 /**
  * Print every configuration variable with its default, current value and
  * help text to the given FILE* (stdout if NULL).

@@ -50,6 +50,9 @@ static const cfg_row_t terse_config_table[] = {
     ROW_S("TERSE_ALLREDUCE_ALGO", allreduce_algo, "auto",
           "Allreduce algorithm: auto, rd (recursive doubling), rabenseifner (recursive halving + "
           "doubling) or ring (pipelined ring reduce-scatter + allgather)."),
+    ROW_S("TERSE_COMPRESSED_ALGO", compressed_algo, "auto",
+          "Compressed allreduce algorithm when the handle asks for auto: allgather (of codes), "
+          "two_phase (compressed reduce-scatter to chunk owners + allgather) or ring."),
     ROW("TERSE_RD_THRESHOLD", CFG_SIZE, rd_threshold, "0",
         "With auto, allreduce messages up to this many bytes use recursive doubling; 0 means "
         "512K / log2(ranks), measured on TCP loopback (docs/performance.md)."),

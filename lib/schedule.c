@@ -15,7 +15,7 @@
 #include <string.h>
 
 static const char *coll_names[] = {"?", "allreduce", "reduce_scatter", "allgather",
-                                   "allgatherv", "broadcast", "barrier"};
+                                   "allgatherv", "broadcast", "barrier", "compressed"};
 
 static uint64_t mix64(uint64_t h, uint64_t v)
 {
@@ -240,7 +240,7 @@ static int issue_sends(terse_comm_t *comm)
 
 static void describe(char *buf, size_t len, int coll, int dtype, int op, uint64_t count, uint32_t seq)
 {
-    snprintf(buf, len, "%s #%u (count %llu, %s, %s)", coll >= 1 && coll <= 6 ? coll_names[coll] : "?",
+    snprintf(buf, len, "%s #%u (count %llu, %s, %s)", coll >= 1 && coll <= TERSE_COLL_COMPRESSED ? coll_names[coll] : "?",
              seq, (unsigned long long)count, terse_dtype_name((terse_dtype_t)dtype),
              terse_op_name((terse_op_t)op));
 }

@@ -31,7 +31,8 @@ typedef enum {
     TERSE_COLL_ALLGATHER,
     TERSE_COLL_ALLGATHERV,
     TERSE_COLL_BROADCAST,
-    TERSE_COLL_BARRIER
+    TERSE_COLL_BARRIER,
+    TERSE_COLL_COMPRESSED /* a step of a compressed collective (byte exchange) */
 } terse_coll_t;
 
 typedef struct terse_sched_op {

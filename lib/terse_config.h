@@ -20,9 +20,10 @@ typedef struct terse_config {
     size_t rd_threshold;     /* allreduce bytes at or below which rd is used */
     size_t ring_threshold;   /* allreduce bytes above which the ring is used */
     size_t tcp_sockbuf;      /* SO_SNDBUF / SO_RCVBUF of data sockets */
-    int spin_us;
-    int tcp_place;
-    int reg_cache;           /* automatic registrations kept (0: off) */           /* receive COPY chunks straight into user memory */             /* poll without sleeping this long before blocking */
+    int spin_us;             /* poll without sleeping this long before blocking */
+    int tcp_place;           /* receive COPY chunks straight into user memory */
+    int reg_cache;           /* automatic registrations kept (0: off) */
+    char compressed_algo[16];/* auto, allgather, two_phase, ring */
     char ib_device[64];      /* verbs device[:port] */
     char ib_addr[64];        /* verbs IPv4 address */
     int ib_gid_index;        /* -1: automatic */

@@ -7,7 +7,9 @@
 #define CODEC_MAGIC 0x4354u /* "TC" */
 
 static const terse_codec_ops_t *const codecs[] = {
-    &terse_codec_fp16, &terse_codec_bf16, &terse_codec_cnat8, &terse_codec_sign, &terse_codec_topk,
+    &terse_codec_fp32, &terse_codec_fp16, &terse_codec_bf16, &terse_codec_cnat8, &terse_codec_sign, &terse_codec_topk,
+    &terse_codec_cnat9, &terse_codec_natdither, &terse_codec_qsgd, &terse_codec_sign1, &terse_codec_randk,
+    &terse_codec_topk_cnat, &terse_codec_randk_cnat,
 };
 #define NCODECS (sizeof(codecs) / sizeof(codecs[0]))
 
@@ -47,7 +49,24 @@ int terse__codec_check_hdr(const void *code, size_t len, terse_codec_id_t id, si
         return -1;
     memcpy(&magic, h, 2);
     memcpy(&nn, h + 4, 8);
-    return (magic == CODEC_MAGIC && h[2] == (unsigned char)id && nn == n) ? 0 : -1;
+    return (magic == CODEC_MAGIC && h[2] == (unsigned char)id && h[3] == 0 && nn == n) ? 0 : -1;
+}
+
+void terse__codec_put_poison(void *out, terse_codec_id_t id, size_t n, size_t len)
+{
+    memset(out, 0, len);
+    terse__codec_put_hdr(out, id, n);
+    ((unsigned char *)out)[3] = TERSE_CODEC_FLAG_POISON;
+}
+
+int terse__codec_poisoned(const void *code, size_t len)
+{
+    const unsigned char *h = code;
+    uint16_t magic;
+    if (!code || len < TERSE_CODEC_HDR)
+        return 0;
+    memcpy(&magic, h, 2);
+    return magic == CODEC_MAGIC && h[3] == TERSE_CODEC_FLAG_POISON;
 }
 
 int terse__codec_nonfinite(const float *x, size_t n)

@@ -24,16 +24,30 @@
 #include <stdint.h>
 
 typedef enum {
+    TERSE_CODEC_FP32 = 0, /* identity: the values as they are */
     TERSE_CODEC_FP16 = 1,
     TERSE_CODEC_BF16,
     TERSE_CODEC_CNAT8,  /* natural compression, 1 byte: sign + 7-bit exponent */
     TERSE_CODEC_SIGN,   /* scaled sign: 1 bit per value + one float scale */
     TERSE_CODEC_TOPK,   /* k largest magnitudes as (uint32 index, float value) */
+    TERSE_CODEC_CNAT9,  /* natural compression, 9 bits: sign + full exponent */
+    TERSE_CODEC_NATDITHER, /* natural dithering: sign + level index, norm per bucket */
+    TERSE_CODEC_QSGD,   /* uniform random dithering (the baseline natdither beats) */
+    TERSE_CODEC_SIGN1,  /* unbiased stochastic 1-bit, max-norm per bucket */
+    TERSE_CODEC_RANDK,  /* k random values (shared seed), scaled by n/k */
+    TERSE_CODEC_TOPK_CNAT,  /* top-k with C_nat values */
+    TERSE_CODEC_RANDK_CNAT, /* random-k with C_nat values */
     TERSE_CODEC_COUNT
 } terse_codec_id_t;
 
 typedef struct terse_codec_params {
-    double ratio; /* top-k: k = max(1, floor(ratio * n)) */
+    double ratio;         /* top-k, random-k: k = max(1, floor(ratio * n)) */
+    int levels;           /* natural dithering: s; QSGD: number of levels */
+    int norm;             /* dithering: p of the p-norm (0: max norm) */
+    size_t bucket;        /* values per norm / scale (0: 512) */
+    uint64_t shared_seed; /* random-k: the index stream, equal on every rank */
+    int no_rescale;       /* random-k: the input is already supported on the shared
+                           * positions and scaled (an owner re-encoding a sum) */
 } terse_codec_params_t;
 
 /* Counter-based random stream: value i of stream (seed, stream) is a pure
@@ -53,6 +67,71 @@ static inline uint64_t terse__rng_next(terse_rng_t *r)
 
 #define TERSE_CODEC_HDR 12
 
+/* A uniform float in [0, 1) from the stream (24 random bits). */
+static inline float terse__rng_unit(terse_rng_t *r)
+{
+    return (float)(terse__rng_next(r) >> 40) * 0x1p-24f;
+}
+
+/*
+ * C_nat on float32 bits, shared by cnat8 and the compositions: |t| = 2^a (1+m)
+ * rounds up to 2^(a+1) iff a 23-bit uniform r is below the mantissa m, so the
+ * result is unbiased. Returns the float bits with a zero mantissa (the
+ * exponent may reach 255 only if the input did; callers clip).
+ */
+static inline uint32_t terse__cnat_round(uint32_t u, uint32_t r23)
+{
+    uint32_t up = (r23 < (u & 0x7fffffu)) ? 1u : 0u;
+    return (u & 0xff800000u) + (up << 23);
+}
+
+/* The 8-bit C_nat code (bit 7 sign, bits 0-6 = E - 17 for E in [18, 144],
+ * 0 = zero) of a float; r23 drives the rounding. */
+static inline uint8_t terse__cnat8_quantize(float v, uint32_t r23)
+{
+    uint32_t u;
+    __builtin_memcpy(&u, &v, 4);
+    uint8_t sign = (uint8_t)((u >> 24) & 0x80);
+    uint32_t a = u & 0x7fffffffu;
+    if (a == 0)
+        return 0;
+    if ((a >> 23) < 18) {
+        /* below the smallest code 2^-109: 0 or 2^-109 with the right mean */
+        float f;
+        __builtin_memcpy(&f, &a, 4);
+        uint8_t code = (double)r23 * 0x1p-23 < (double)f * 0x1p109 ? 1 : 0;
+        return code ? (uint8_t)(sign | code) : 0;
+    }
+    uint32_t e = terse__cnat_round(a, r23) >> 23;
+    return (uint8_t)(sign | (e > 144 ? 127 : e - 17));
+}
+
+static inline float terse__cnat8_value(uint8_t c)
+{
+    uint32_t k = c & 0x7fu;
+    uint32_t u = k ? ((uint32_t)(c & 0x80) << 24) | ((k + 17) << 23) : 0;
+    float v;
+    __builtin_memcpy(&v, &u, 4);
+    return v;
+}
+
+/* Bit packing of fixed-width fields (width <= 25) for the dithering codecs. */
+static inline void terse__bits_put(uint8_t *buf, size_t idx, unsigned width, uint32_t v)
+{
+    size_t bit = idx * width;
+    for (unsigned b = 0; b < width; b++, bit++)
+        if ((v >> b) & 1u)
+            buf[bit >> 3] |= (uint8_t)(1u << (bit & 7));
+}
+static inline uint32_t terse__bits_get(const uint8_t *buf, size_t idx, unsigned width)
+{
+    size_t bit = idx * width;
+    uint32_t v = 0;
+    for (unsigned b = 0; b < width; b++, bit++)
+        v |= (uint32_t)((buf[bit >> 3] >> (bit & 7)) & 1u) << b;
+    return v;
+}
+
 typedef struct terse_codec_ops {
     terse_codec_id_t id;
     const char *name;
@@ -65,6 +144,9 @@ typedef struct terse_codec_ops {
     /* acc[0..n) += decode(code). Malformed or mismatched code: TERSE_ERR_PROTOCOL, acc untouched. */
     terse_status_t (*decode_add)(const terse_codec_params_t *p, const void *code, size_t len, float *acc,
                                  size_t n);
+    int biased; /* E[decode] != x: run it under error feedback, never per-hop in a ring */
+    int shared_support; /* positions drawn from the shared seed (random-k): a sum of codes
+                         * lives on them, so owners re-encode without rescaling */
 } terse_codec_ops_t;
 
 const terse_codec_ops_t *terse__codec(terse_codec_id_t id);
@@ -74,10 +156,18 @@ const terse_codec_ops_t *terse__codec_by_name(const char *name);
 void terse__codec_put_hdr(void *out, terse_codec_id_t id, size_t n);
 /* Check magic, id and n; 0 when the header is right. */
 int terse__codec_check_hdr(const void *code, size_t len, terse_codec_id_t id, size_t n);
+/* A poisoned code stands in for input that could not be encoded (NaN or
+ * infinity): it has the right length so every rank finishes the exchange,
+ * and every decoder refuses it, so all ranks return TERSE_ERR_INVALID_ARG
+ * without breaking the communicator. */
+#define TERSE_CODEC_FLAG_POISON 1
+void terse__codec_put_poison(void *out, terse_codec_id_t id, size_t n, size_t len);
+int terse__codec_poisoned(const void *code, size_t len);
 /* Any NaN or infinity in x? */
 int terse__codec_nonfinite(const float *x, size_t n);
 
-extern const terse_codec_ops_t terse_codec_fp16, terse_codec_bf16, terse_codec_cnat8, terse_codec_sign,
-    terse_codec_topk;
+extern const terse_codec_ops_t terse_codec_fp32, terse_codec_fp16, terse_codec_bf16, terse_codec_cnat8,
+    terse_codec_sign, terse_codec_topk, terse_codec_cnat9, terse_codec_natdither, terse_codec_qsgd,
+    terse_codec_sign1, terse_codec_randk, terse_codec_topk_cnat, terse_codec_randk_cnat;
 
 #endif

@@ -52,4 +52,4 @@ static terse_status_t sign_decode_add(const terse_codec_params_t *p, const void 
     return TERSE_OK;
 }
 
-const terse_codec_ops_t terse_codec_sign = {TERSE_CODEC_SIGN, "sign", 0, sign_bound, sign_encode, sign_decode_add};
+const terse_codec_ops_t terse_codec_sign = {TERSE_CODEC_SIGN, "sign", 0, sign_bound, sign_encode, sign_decode_add, 1, 0};
