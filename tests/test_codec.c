@@ -9,6 +9,7 @@
 #include "dtype.h"
 
 #include <CUnit/Basic.h>
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -25,7 +26,7 @@ static float *random_vec(size_t n, unsigned seed, double scale)
 
 static void test_table(void)
 {
-    for (int id = TERSE_CODEC_FP16; id < TERSE_CODEC_COUNT; id++) {
+    for (int id = TERSE_CODEC_FP32; id < TERSE_CODEC_COUNT; id++) {
         const terse_codec_ops_t *c = terse__codec((terse_codec_id_t)id);
         CU_ASSERT_PTR_NOT_NULL_FATAL(c);
         CU_ASSERT_PTR_EQUAL(terse__codec_by_name(c->name), c);
@@ -191,7 +192,7 @@ static void test_edges_and_malformed(void)
     float bad[3] = {1, NAN, 2}, inf[2] = {INFINITY, 0}, ok[8] = {1, -2, 3, -4, 5, -6, 7, -8};
     terse_codec_params_t p = {.ratio = 0.5};
     terse_rng_t rng = {1, 0};
-    for (int id = TERSE_CODEC_FP16; id < TERSE_CODEC_COUNT; id++) {
+    for (int id = TERSE_CODEC_FP32; id < TERSE_CODEC_COUNT; id++) {
         const terse_codec_ops_t *c = terse__codec((terse_codec_id_t)id);
         unsigned char code[512];
         size_t len;
@@ -209,6 +210,11 @@ static void test_edges_and_malformed(void)
         CU_ASSERT_EQUAL(c->decode_add(&p, other, len, acc, 8), TERSE_ERR_PROTOCOL);
         memcpy(other, code, len);
         other[0] ^= 1; /* bad magic */
+        CU_ASSERT_EQUAL(c->decode_add(&p, other, len, acc, 8), TERSE_ERR_PROTOCOL);
+        /* a poisoned code (a peer's NaN input) is never decoded */
+        terse__codec_put_poison(other, c->id, 8, len);
+        CU_ASSERT(terse__codec_poisoned(other, len));
+        CU_ASSERT(!terse__codec_poisoned(code, len));
         CU_ASSERT_EQUAL(c->decode_add(&p, other, len, acc, 8), TERSE_ERR_PROTOCOL);
         CU_ASSERT_EQUAL(memcmp(acc, keep, sizeof(acc)), 0);
         /* n = 0 is a valid, empty code */
@@ -239,6 +245,137 @@ static void test_edges_and_malformed(void)
         CU_ASSERT_EQUAL(acc[i], 0);
 }
 
+
+/*
+ * The unbiased codecs against their stated omega: T encodings of one vector
+ * with fresh random numbers; every coordinate's mean within 5 standard
+ * errors (from the sample variance) of x, and the measured
+ * E||C(x) - x||^2 / ||x||^2 below omega with a 5-sigma margin.
+ */
+typedef struct {
+    terse_codec_id_t id;
+    terse_codec_params_t p;
+    double omega; /* stated bound; < 0: computed per case below */
+} unbiased_case_t;
+
+static void run_unbiased(const unbiased_case_t *uc, const float *x, size_t n, size_t T)
+{
+    const terse_codec_ops_t *c = terse__codec(uc->id);
+    terse_codec_params_t p = uc->p;
+    double *sum = calloc(n, sizeof(double)), *sq = calloc(n, sizeof(double)), *tot = calloc(T, sizeof(double));
+    unsigned char *code = malloc(c->bound(&p, n));
+    float *acc = malloc(n * sizeof(float));
+    terse_rng_t rng = {777 + (uint64_t)uc->id, 0};
+    double norm = 0;
+    for (size_t i = 0; i < n; i++)
+        norm += (double)x[i] * x[i];
+    for (size_t t = 0; t < T; t++) {
+        size_t len;
+        p.shared_seed = 0x1234 + t; /* random-k: a new shared draw per step */
+        memset(acc, 0, n * sizeof(float));
+        CU_ASSERT_EQUAL_FATAL(c->encode(&p, x, n, code, &len, &rng), TERSE_OK);
+        CU_ASSERT_EQUAL_FATAL(len, c->bound(&p, n));
+        CU_ASSERT_EQUAL_FATAL(c->decode_add(&p, code, len, acc, n), TERSE_OK);
+        for (size_t i = 0; i < n; i++) {
+            double d = (double)acc[i] - x[i];
+            sum[i] += acc[i];
+            sq[i] += d * d;
+            tot[t] += d * d;
+        }
+    }
+    int biased = 0;
+    for (size_t i = 0; i < n; i++) {
+        double mean = sum[i] / (double)T, var = sq[i] / (double)T - (mean - x[i]) * (mean - x[i]);
+        /* the sample variance misses rare roundings (a mantissa of 4e-4 rounds up about
+         * once in 3000 trials): add the codec's own bound omega x^2 to it */
+        double tol = 5 * sqrt((fmax(var, 0) + uc->omega * (double)x[i] * x[i]) / (double)T) + 1e-30;
+        if (fabs(mean - x[i]) > tol) {
+            if (biased < 3)
+                printf("\n  %s: x[%zu] = %g, mean %g, tolerance %g", c->name, i, x[i], mean, tol);
+            biased++;
+        }
+    }
+    CU_ASSERT_EQUAL(biased, 0);
+    double m = 0, v = 0;
+    for (size_t t = 0; t < T; t++)
+        m += tot[t] / (double)T;
+    for (size_t t = 0; t < T; t++)
+        v += (tot[t] - m) * (tot[t] - m) / (double)T;
+    double measured = m / norm, margin = 5 * sqrt(v / (double)T) / norm;
+    printf("\n  %s: E||C(x)-x||^2/||x||^2 = %.4f (omega %.4f)", c->name, measured, uc->omega);
+    CU_ASSERT(measured <= uc->omega + margin);
+    free(sum), free(sq), free(tot), free(code), free(acc);
+}
+
+static void test_unbiased_codecs(void)
+{
+    size_t n = 256, T = 3000;
+    float *x = random_vec(n, 99, 3.0);
+    x[0] = 0, x[1] = 1.0f, x[2] = -0.5f, x[3] = 1e-3f, x[4] = -1e-40f /* subnormal */;
+    double d = 64, s = 4; /* natdither: bucket 64, 4 levels, 2-norm (r = 2) */
+    double nd = sqrt(d) * exp2(1 - s);
+    double qs = 8; /* qsgd: 8 levels, bucket 64, 2-norm: omega = min(d/s^2, sqrt(d)/s) */
+    unbiased_case_t cases[] = {
+        {TERSE_CODEC_CNAT9, {.ratio = 0}, 0.125},
+        {TERSE_CODEC_NATDITHER, {.levels = 4, .norm = 2, .bucket = 64}, 0.125 + nd * fmin(1, nd)},
+        {TERSE_CODEC_QSGD, {.levels = 8, .norm = 2, .bucket = 64}, fmin(d / (qs * qs), sqrt(d) / qs)},
+        {TERSE_CODEC_RANDK, {.ratio = 0.25}, 1 / 0.25 - 1},
+        /* composition of independent unbiased codecs: omega1 omega2 + omega1 + omega2 */
+        {TERSE_CODEC_RANDK_CNAT, {.ratio = 0.25}, 3 * 0.125 + 3 + 0.125},
+        {TERSE_CODEC_SIGN1, {.bucket = 64}, -1},
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        if (cases[k].omega < 0) {
+            /* 1-bit: per value the variance is exactly R^2 - x^2, R the bucket's max */
+            double tot = 0, norm = 0;
+            for (size_t b = 0; b < n; b += 64) {
+                double r = 0;
+                for (size_t i = b; i < b + 64; i++)
+                    r = fmax(r, fabs(x[i]));
+                for (size_t i = b; i < b + 64; i++)
+                    tot += r * r - (double)x[i] * x[i];
+            }
+            for (size_t i = 0; i < n; i++)
+                norm += (double)x[i] * x[i];
+            cases[k].omega = tot / norm;
+        }
+        run_unbiased(&cases[k], x, n, T);
+    }
+    free(x);
+}
+
+/* Edge values of the 9-bit format: exact powers of two, subnormals, the top. */
+static void test_cnat9_edges(void)
+{
+    const terse_codec_ops_t *c = terse__codec(TERSE_CODEC_CNAT9);
+    terse_codec_params_t p = {0};
+    float x[11] = {0, -0.0f, 1, -2, 0x1p-126f, 0x1p127f, -0x1p-100f, 3e38f, 1e-45f, FLT_MAX, 0.75f};
+    unsigned char code[64];
+    size_t len;
+    terse_rng_t rng = {5, 0};
+    float acc[11] = {0};
+    CU_ASSERT_EQUAL_FATAL(c->encode(&p, x, 11, code, &len, &rng), TERSE_OK);
+    CU_ASSERT_EQUAL(len, TERSE_CODEC_HDR + 11 + 2);
+    CU_ASSERT_EQUAL_FATAL(c->decode_add(&p, code, len, acc, 11), TERSE_OK);
+    CU_ASSERT_EQUAL(acc[0], 0);
+    CU_ASSERT(acc[1] == 0 && !signbit(acc[1])); /* -0 decodes as +0 */
+    CU_ASSERT_EQUAL(acc[2], 1);
+    CU_ASSERT_EQUAL(acc[3], -2);
+    CU_ASSERT_EQUAL(acc[4], 0x1p-126f);
+    CU_ASSERT_EQUAL(acc[5], 0x1p127f);
+    CU_ASSERT_EQUAL(acc[6], -0x1p-100f);
+    CU_ASSERT(acc[7] == 0x1p127f || acc[7] == 0x1p127f); /* rounds up to 2^128: saturates */
+    CU_ASSERT(acc[8] == 0 || acc[8] == 0x1p-126f);        /* subnormal: 0 or the smallest normal */
+    CU_ASSERT_EQUAL(acc[9], 0x1p127f);
+    CU_ASSERT(acc[10] == 0.5f || acc[10] == 1.0f);
+    /* an exponent byte of 255 would decode to infinity: refused */
+    code[TERSE_CODEC_HDR + 1] = 255;
+    float keep[11];
+    memcpy(keep, acc, sizeof(acc));
+    CU_ASSERT_EQUAL(c->decode_add(&p, code, len, acc, 11), TERSE_ERR_PROTOCOL);
+    CU_ASSERT_EQUAL(memcmp(acc, keep, sizeof(acc)), 0);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -251,6 +388,8 @@ int main(void)
     CU_add_test(s, "scaled sign", test_sign);
     CU_add_test(s, "top-k selection", test_topk);
     CU_add_test(s, "non-finite input and malformed codes", test_edges_and_malformed);
+    CU_add_test(s, "unbiased codecs against their omega", test_unbiased_codecs);
+    CU_add_test(s, "9-bit C_nat edge values", test_cnat9_edges);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int failures = (int)CU_get_number_of_tests_failed();

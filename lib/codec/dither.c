@@ -26,10 +26,15 @@ static size_t bucket_of(const terse_codec_params_t *p)
     return p->bucket ? p->bucket : 512;
 }
 
+static int levels_of(const terse_codec_params_t *p)
+{
+    return p->levels >= 1 && p->levels <= 30 ? p->levels : 8;
+}
+
 static size_t dither_bound(const terse_codec_params_t *p, size_t n)
 {
     size_t nb = (n + bucket_of(p) - 1) / bucket_of(p);
-    return TERSE_CODEC_HDR + 4 * nb + (n * level_bits(p->levels) + 7) / 8;
+    return TERSE_CODEC_HDR + 4 * nb + (n * level_bits(levels_of(p)) + 7) / 8;
 }
 
 static float bucket_norm(const float *x, size_t n, int p)
@@ -82,7 +87,7 @@ static terse_status_t dither_encode(int natural, terse_codec_id_t id, const ters
     if (terse__codec_nonfinite(x, n))
         return TERSE_ERR_INVALID_ARG;
     size_t bsz = bucket_of(p), nb = (n + bsz - 1) / bsz, total = dither_bound(p, n);
-    unsigned w = level_bits(p->levels);
+    unsigned w = level_bits(levels_of(p));
     memset(out, 0, total);
     terse__codec_put_hdr(out, id, n);
     uint8_t *q = (uint8_t *)out + TERSE_CODEC_HDR;
@@ -99,7 +104,7 @@ static terse_status_t dither_encode(int natural, terse_codec_id_t id, const ters
             float y = fabsf(x[i]) / norm, u = terse__rng_unit(rng);
             if (y > 1)
                 y = 1;
-            uint32_t k = natural ? nat_level(y, p->levels, u) : uni_level(y, p->levels, u);
+            uint32_t k = natural ? nat_level(y, levels_of(p), u) : uni_level(y, levels_of(p), u);
             terse__bits_put(bits, i, w, (k << 1) | (k && x[i] < 0 ? 1u : 0u));
         }
     }
@@ -113,7 +118,7 @@ static terse_status_t dither_decode_add(int natural, terse_codec_id_t id, const 
     if (terse__codec_check_hdr(code, len, id, n) || len != dither_bound(p, n))
         return TERSE_ERR_PROTOCOL;
     size_t bsz = bucket_of(p), nb = (n + bsz - 1) / bsz;
-    unsigned w = level_bits(p->levels);
+    unsigned w = level_bits(levels_of(p));
     const uint8_t *q = (const uint8_t *)code + TERSE_CODEC_HDR, *bits = q + 4 * nb;
     for (size_t b = 0; b < nb; b++) {
         float norm;
@@ -122,7 +127,7 @@ static terse_status_t dither_decode_add(int natural, terse_codec_id_t id, const 
             return TERSE_ERR_PROTOCOL;
     }
     for (size_t i = 0; i < n; i++)
-        if ((terse__bits_get(bits, i, w) >> 1) > (uint32_t)p->levels)
+        if ((terse__bits_get(bits, i, w) >> 1) > (uint32_t)levels_of(p))
             return TERSE_ERR_PROTOCOL;
     for (size_t b = 0; b < nb; b++) {
         size_t lo = b * bsz, m = n - lo < bsz ? n - lo : bsz;
@@ -130,7 +135,7 @@ static terse_status_t dither_decode_add(int natural, terse_codec_id_t id, const 
         memcpy(&norm, q + 4 * b, 4);
         for (size_t i = lo; i < lo + m; i++) {
             uint32_t f = terse__bits_get(bits, i, w);
-            float v = norm * level_value(natural, f >> 1, p->levels);
+            float v = norm * level_value(natural, f >> 1, levels_of(p));
             acc[i] += (f & 1) ? -v : v;
         }
     }
