@@ -376,6 +376,47 @@ static void test_cnat9_edges(void)
     CU_ASSERT_EQUAL(memcmp(acc, keep, sizeof(acc)), 0);
 }
 
+/* The AVX-512 paths and the portable ones produce the same bytes and sums. */
+static void test_simd_matches_portable(void)
+{
+    if (!terse__codec_simd()) {
+        printf("\n  SKIP: this CPU has no AVX-512; only the portable path exists here");
+        return;
+    }
+    size_t n = 100003;
+    float *x = random_vec(n, 31, 5.0);
+    x[0] = 0, x[1] = -0.0f, x[2] = 1e-35f, x[3] = -1e-40f, x[4] = 3e38f, x[5] = -1.0f, x[17] = 0x1p-109f;
+    const terse_codec_id_t ids[] = {TERSE_CODEC_CNAT8, TERSE_CODEC_SIGN};
+    for (int k = 0; k < 2; k++) {
+        const terse_codec_ops_t *c = terse__codec(ids[k]);
+        terse_codec_params_t p = {0};
+        size_t b = c->bound(&p, n), l1, l2;
+        unsigned char *c1 = malloc(b), *c2 = malloc(b);
+        float *a1 = calloc(n, 4), *a2 = calloc(n, 4);
+        terse_rng_t r1 = {9, 0}, r2 = {9, 0};
+        terse__codec_set_simd(1);
+        CU_ASSERT_EQUAL_FATAL(c->encode(&p, x, n, c1, &l1, &r1), TERSE_OK);
+        CU_ASSERT_EQUAL(c->decode_add(&p, c1, l1, a1, n), TERSE_OK);
+        terse__codec_set_simd(0);
+        CU_ASSERT_EQUAL_FATAL(c->encode(&p, x, n, c2, &l2, &r2), TERSE_OK);
+        CU_ASSERT_EQUAL(c->decode_add(&p, c2, l2, a2, n), TERSE_OK);
+        terse__codec_set_simd(1);
+        CU_ASSERT_EQUAL(l1, l2);
+        CU_ASSERT_EQUAL(memcmp(c1, c2, l1), 0);
+        CU_ASSERT_EQUAL(memcmp(a1, a2, n * 4), 0);
+        /* NaN late in the vector is caught by the fused check on both paths */
+        float keep = x[n - 20];
+        x[n - 20] = NAN;
+        CU_ASSERT_EQUAL(c->encode(&p, x, n, c1, &l1, &r1), TERSE_ERR_INVALID_ARG);
+        terse__codec_set_simd(0);
+        CU_ASSERT_EQUAL(c->encode(&p, x, n, c1, &l1, &r1), TERSE_ERR_INVALID_ARG);
+        terse__codec_set_simd(1);
+        x[n - 20] = keep;
+        free(c1), free(c2), free(a1), free(a2);
+    }
+    free(x);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -390,6 +431,7 @@ int main(void)
     CU_add_test(s, "non-finite input and malformed codes", test_edges_and_malformed);
     CU_add_test(s, "unbiased codecs against their omega", test_unbiased_codecs);
     CU_add_test(s, "9-bit C_nat edge values", test_cnat9_edges);
+    CU_add_test(s, "AVX-512 and portable paths agree bit for bit", test_simd_matches_portable);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int failures = (int)CU_get_number_of_tests_failed();

@@ -76,3 +76,28 @@ int terse__codec_nonfinite(const float *x, size_t n)
         bad |= !isfinite(x[i]);
     return bad;
 }
+
+static int simd_level = -1;
+
+static int cpu_has_avx512(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+#else
+    return 0;
+#endif
+}
+
+int terse__codec_simd(void)
+{
+    if (simd_level < 0)
+        simd_level = cpu_has_avx512();
+    return simd_level;
+}
+
+void terse__codec_set_simd(int on)
+{
+    simd_level = on ? cpu_has_avx512() : 0;
+}

@@ -67,6 +67,25 @@ static inline uint64_t terse__rng_next(terse_rng_t *r)
 
 #define TERSE_CODEC_HDR 12
 
+/* 32-bit integer hash (Wellons' lowbias32): the per-value random bits of the
+ * vectorised codecs, where a 64-bit generator per lane would cost too much.
+ * Value i of a call gets terse__hash32(i + key) ^ (key >> 32), key one draw
+ * of the call's stream, in the scalar and the SIMD paths alike. */
+static inline uint32_t terse__hash32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+
+/* 1 when the AVX-512 paths run (the CPU has AVX-512 F/BW/DQ/VL); tests may
+ * force the portable path with terse__codec_set_simd(0) to compare both. */
+int terse__codec_simd(void);
+void terse__codec_set_simd(int on);
+
 /* A uniform float in [0, 1) from the stream (24 random bits). */
 static inline float terse__rng_unit(terse_rng_t *r)
 {

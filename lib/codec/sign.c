@@ -1,12 +1,23 @@
 /*
  * sign.c - scaled sign (1 bit per value and one scale): decode(x)_i =
- * sign(x_i) * ||x||_1 / n, with sign(0) = +1. Deterministic and biased: it is
- * meant to run under error feedback.
+ * sign(x_i) * ||x||_1 / n, with sign(0) = +1 (also for -0). Deterministic
+ * and biased: it is meant to run under error feedback.
+ *
+ * The L1 norm is summed in 16 double lanes (lane j takes i = j mod 16) and
+ * the lanes are added in order, so the AVX-512 path and the portable path
+ * give the same scale to the last bit. A non-finite input shows up as a
+ * non-finite norm: no separate pass.
  */
 #include "codec.h"
 
 #include <math.h>
 #include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_AVX512_PATH 1
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+#endif
 
 static size_t sign_bound(const terse_codec_params_t *p, size_t n)
 {
@@ -14,24 +25,63 @@ static size_t sign_bound(const terse_codec_params_t *p, size_t n)
     return TERSE_CODEC_HDR + 4 + (n + 7) / 8;
 }
 
+#ifdef HAVE_AVX512_PATH
+/* Values [0, n16) with n16 a multiple of 16: lanes of the norm, sign bits. */
+AVX512 static void encode_avx512(const float *x, size_t n16, double lanes[16], unsigned char *bits)
+{
+    __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+    const __m512 zero = _mm512_setzero_ps();
+    for (size_t i = 0; i < n16; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        __m512 a = _mm512_abs_ps(v);
+        lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(a)));
+        hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1))));
+        __mmask16 neg = _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ);
+        memcpy(bits + i / 8, &neg, 2);
+    }
+    _mm512_storeu_pd(lanes, lo);
+    _mm512_storeu_pd(lanes + 8, hi);
+}
+
+AVX512 static void decode_avx512(const unsigned char *bits, float scale, float *acc, size_t n16)
+{
+    const __m512 pos = _mm512_set1_ps(scale), negv = _mm512_set1_ps(-scale);
+    for (size_t i = 0; i < n16; i += 16) {
+        __mmask16 m;
+        memcpy(&m, bits + i / 8, 2);
+        __m512 v = _mm512_mask_blend_ps(m, pos, negv);
+        _mm512_storeu_ps(acc + i, _mm512_add_ps(_mm512_loadu_ps(acc + i), v));
+    }
+}
+#endif
+
 static terse_status_t sign_encode(const terse_codec_params_t *p, const float *x, size_t n, void *out,
                                   size_t *len, terse_rng_t *rng)
 {
     (void)p, (void)rng;
-    if (terse__codec_nonfinite(x, n))
-        return TERSE_ERR_INVALID_ARG;
     terse__codec_put_hdr(out, TERSE_CODEC_SIGN, n);
-    double l1 = 0;
-    for (size_t i = 0; i < n; i++)
-        l1 += fabs((double)x[i]);
-    float scale = n ? (float)(l1 / (double)n) : 0.0f;
-    unsigned char *q = (unsigned char *)out + TERSE_CODEC_HDR;
-    memcpy(q, &scale, 4);
-    unsigned char *bits = q + 4;
+    unsigned char *q = (unsigned char *)out + TERSE_CODEC_HDR, *bits = q + 4;
     memset(bits, 0, (n + 7) / 8);
-    for (size_t i = 0; i < n; i++)
+    double lanes[16] = {0};
+    size_t i = 0;
+#ifdef HAVE_AVX512_PATH
+    if (terse__codec_simd()) {
+        i = n & ~(size_t)15;
+        encode_avx512(x, i, lanes, bits);
+    }
+#endif
+    for (; i < n; i++) {
+        lanes[i % 16] += fabs((double)x[i]);
         if (x[i] < 0)
             bits[i / 8] |= (unsigned char)(1u << (i % 8));
+    }
+    double l1 = 0;
+    for (int j = 0; j < 16; j++)
+        l1 += lanes[j];
+    if (!isfinite(l1))
+        return TERSE_ERR_INVALID_ARG;
+    float scale = n ? (float)(l1 / (double)n) : 0.0f;
+    memcpy(q, &scale, 4);
     *len = sign_bound(p, n);
     return TERSE_OK;
 }
@@ -47,9 +97,17 @@ static terse_status_t sign_decode_add(const terse_codec_params_t *p, const void 
     if (!isfinite(scale) || scale < 0)
         return TERSE_ERR_PROTOCOL;
     const unsigned char *bits = q + 4;
-    for (size_t i = 0; i < n; i++)
+    size_t i = 0;
+#ifdef HAVE_AVX512_PATH
+    if (terse__codec_simd()) {
+        i = n & ~(size_t)15;
+        decode_avx512(bits, scale, acc, i);
+    }
+#endif
+    for (; i < n; i++)
         acc[i] += (bits[i / 8] >> (i % 8)) & 1 ? -scale : scale;
     return TERSE_OK;
 }
 
-const terse_codec_ops_t terse_codec_sign = {TERSE_CODEC_SIGN, "sign", 0, sign_bound, sign_encode, sign_decode_add, 1, 0};
+const terse_codec_ops_t terse_codec_sign = {TERSE_CODEC_SIGN, "sign", 0, sign_bound, sign_encode,
+                                            sign_decode_add, 1, 0};
