@@ -29,7 +29,12 @@ typedef struct {
     terse_op_t op;
     const char *coll;
     const char *transport;
+    const char *codec;  /* -z: compressed allreduce with this codec */
+    const char *algo;   /* -a: its algorithm */
+    int feedback;       /* -E: worker error feedback */
 } opts_t;
+
+static const char *algo_names[] = {"auto", "allgather", "two_phase", "ring"};
 
 static double now(void)
 {
@@ -117,8 +122,11 @@ static double expected(const opts_t *o, int n, int block_rank, size_t i)
     return acc;
 }
 
-static terse_status_t run_once(terse_comm_t *comm, const opts_t *o, void *in, void *out, size_t count)
+static terse_status_t run_once(terse_comm_t *comm, const opts_t *o, void *in, void *out, size_t count,
+                               terse_compressed_t *cz)
 {
+    if (cz)
+        return terse_compressed_allreduce(cz, in, out);
     if (!strcmp(o->coll, "allreduce"))
         return terse_allreduce(comm, in, out, count, o->dtype, o->op);
     if (!strcmp(o->coll, "allgather"))
@@ -165,10 +173,14 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
         else
             printf("# terse_perf: %s, %d ranks, transport %s, %d warm-up + clamp(256M/size, 5, 200) "
                    "timed iterations\n", o->coll, n, terse_comm_transport(comm), o->warmup);
-        printf("#%12s %12s %9s %7s %10s %8s %8s %7s\n", "size", "count", "type", "redop", "time",
-               "algbw", "busbw", "#wrong");
-        printf("#%12s %12s %9s %7s %10s %8s %8s %7s\n", "(B)", "(elements)", "", "", "(us)", "(GB/s)",
-               "(GB/s)", "");
+        if (o->codec)
+            printf("# compressed allreduce, codec %s, error feedback %d; #wrong counts ranks whose "
+                   "output differs; sent = payload bytes per call of rank 0, ratio = sent / dense ring\n",
+                   o->codec, o->feedback);
+        printf("#%12s %12s %9s %7s %10s %8s %8s %7s%s\n", "size", "count", "type", "redop", "time",
+               "algbw", "busbw", "#wrong", o->codec ? "         sent  ratio algo" : "");
+        printf("#%12s %12s %9s %7s %10s %8s %8s %7s%s\n", "(B)", "(elements)", "", "", "(us)", "(GB/s)",
+               "(GB/s)", "", o->codec ? "          (B)" : "");
         fflush(stdout);
     }
     int fail = 0;
@@ -185,14 +197,30 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
             size_t k = ((size_t)256 << 20) / (bytes ? bytes : 1);
             iters = k < 5 ? 5 : k > 200 ? 200 : (int)k;
         }
+        terse_compressed_t *cz = NULL;
+        if (o->codec) {
+            terse_compressed_params_t cp;
+            terse_compressed_params_init(&cp);
+            cp.codec = o->codec;
+            cp.error_feedback = o->feedback;
+            cp.op = o->op;
+            for (int a = 0; a < 4; a++)
+                if (o->algo && !strcmp(o->algo, algo_names[a]))
+                    cp.algo = (terse_compressed_algo_t)a;
+            if ((st = terse_compressed_create(comm, total, &cp, &cz)) != TERSE_OK) {
+                fprintf(stderr, "terse_perf: rank %d: compressed allreduce: %s\n", me, terse_strerror(st));
+                fail = 1;
+                break;
+            }
+        }
         for (int i = 0; i < o->warmup; i++)
-            if ((st = run_once(comm, o, in, out, count)) != TERSE_OK)
+            if ((st = run_once(comm, o, in, out, count, cz)) != TERSE_OK)
                 break;
         if (st == TERSE_OK)
             st = terse_barrier(comm);
         double t0 = now();
         for (int i = 0; i < iters && st == TERSE_OK; i++)
-            st = run_once(comm, o, in, out, count);
+            st = run_once(comm, o, in, out, count, cz);
         double el = (now() - t0) / iters;
         if (st != TERSE_OK) {
             const char *d;
@@ -205,10 +233,22 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
         double tmax;
         terse_allreduce(comm, &el, &tmax, 1, TERSE_FLOAT64, TERSE_MAX);
         int64_t wrong = 0;
-        if (o->check) {
+        terse_compressed_stats_t zs = {0};
+        if (cz) {
+            /* lossy: check that every rank holds the same bits instead */
+            terse_compressed_stats(cz, &zs);
+            uint64_t h = 1469598103934665603ull;
+            for (size_t i = 0; i < total * esz; i++)
+                h = (h ^ (unsigned char)out[i]) * 1099511628211ull;
+            int64_t hv = (int64_t)h, hmin, hmax;
+            terse_allreduce(comm, &hv, &hmin, 1, TERSE_INT64, TERSE_MIN);
+            terse_allreduce(comm, &hv, &hmax, 1, TERSE_INT64, TERSE_MAX);
+            wrong = hmin != hmax;
+            terse_compressed_destroy(cz);
+        } else if (o->check) {
             fill(o->dtype, in, incount, me);
             memset(out, 0, (rs ? count : total) * esz);
-            run_once(comm, o, in, out, count);
+            run_once(comm, o, in, out, count, cz);
             size_t nout = rs ? count : total;
             for (size_t i = 0; i < nout; i++) {
                 size_t gi = rs ? (size_t)me * count + i : i;
@@ -221,9 +261,12 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
         }
         if (me == 0) {
             double sz = (double)(total * esz);
-            printf(" %12zu %12zu %9s %7s %10.1f %8.2f %8.2f %7lld\n", total * esz, total,
+            printf(" %12zu %12zu %9s %7s %10.1f %8.2f %8.2f %7lld", total * esz, total,
                    terse_dtype_name(o->dtype), (gather || !strcmp(o->coll, "broadcast")) ? "none" : terse_op_name(o->op),
                    tmax * 1e6, sz / tmax / 1e9, sz / tmax / 1e9 * busf, (long long)wrong);
+            if (o->codec)
+                printf(" %12llu %6.3f %s", (unsigned long long)zs.bytes_sent, zs.ratio, zs.algorithm);
+            printf("\n");
             fflush(stdout);
         }
         fail |= wrong != 0;
@@ -252,17 +295,21 @@ static void usage(void)
             "                  [-i iters (0: auto)] [-d float32|float64|float16|bfloat16|int32|int64]\n"
             "                  [-o sum|prod|min|max|avg] [-t allreduce|allgather|reduce_scatter|broadcast]\n"
             "                  [-c 0|1] [-T tcp|verbs|auto] [-R 0|1] [--config]\n"
+            "                  [-z codec [-a auto|allgather|two_phase|ring] [-E 0|1]]\n"
             "  -R 1  register the buffers with terse_mem_register (zero-copy sends on verbs)\n"
+            "  -z C  compressed allreduce (float32, sum/avg) with codec C (cnat8, sign, topk, ...);\n"
+            "        -a its algorithm, -E 0 turns worker error feedback off\n"
             "  -n N  fork N local ranks (default: the ranks of mpirun/srun, else 2)\n");
 }
 
 int main(int argc, char **argv)
 {
     opts_t o = {.minb = 8, .maxb = 32 << 20, .factor = 2, .warmup = 5, .iters = 0, .check = 1,
-                .nranks = 0, .dtype = TERSE_FLOAT32, .op = TERSE_SUM, .coll = "allreduce"};
+                .nranks = 0, .dtype = TERSE_FLOAT32, .op = TERSE_SUM, .coll = "allreduce",
+                .feedback = 1};
     static struct option lopts[] = {{"config", no_argument, 0, 'C'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "n:b:e:f:w:i:d:o:t:c:T:R:h", lopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "n:b:e:f:w:i:d:o:t:c:T:R:z:a:E:h", lopts, NULL)) != -1) {
         switch (c) {
         case 'n': o.nranks = atoi(optarg); break;
         case 'b': if (parse_size(optarg, &o.minb)) { usage(); return 2; } break;
@@ -273,6 +320,9 @@ int main(int argc, char **argv)
         case 'c': o.check = atoi(optarg); break;
         case 'T': o.transport = optarg; break;
         case 'R': o.reg = atoi(optarg); break;
+        case 'z': o.codec = optarg; break;
+        case 'a': o.algo = optarg; break;
+        case 'E': o.feedback = atoi(optarg); break;
         case 't': o.coll = optarg; break;
         case 'd': {
             int k;

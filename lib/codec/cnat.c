@@ -56,57 +56,99 @@ static size_t encode_portable(const float *x, size_t from, size_t n, uint8_t *c,
 }
 
 #ifdef HAVE_AVX512_PATH
-AVX512 static size_t encode_avx512(const float *x, size_t n, uint8_t *c, uint64_t key, uint32_t *bad)
+/* Large outputs that are written, not read, bypass the cache: no
+ * read-for-ownership traffic, and the next pass's inputs stay cached. */
+#define STREAM_OK(ptr, n) (((uintptr_t)(ptr) & 63) == 0 && (n) >= ((size_t)1 << 20))
+
+/* 16 codes (in the low byte of each lane) for the float bits u of values i..i+15. */
+AVX512 static inline __m512i cnat16(__m512i u, size_t i, uint64_t key, __mmask16 *badm)
 {
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i klo = _mm512_set1_epi32((int)(uint32_t)key), khi = _mm512_set1_epi32((int)(uint32_t)(key >> 32));
-    const __m512i absm = _mm512_set1_epi32(0x7fffffff), mant = _mm512_set1_epi32(0x7fffff);
-    const __m512i e18 = _mm512_set1_epi32(18), e144 = _mm512_set1_epi32(144), e17 = _mm512_set1_epi32(17);
-    const __m512i e255 = _mm512_set1_epi32(255), one = _mm512_set1_epi32(1), s80 = _mm512_set1_epi32(0x80);
-    const __m512 tiny_scale = _mm512_set1_ps(0x1p109f), r_scale = _mm512_set1_ps(0x1p-23f);
+    __m512i h = _mm512_add_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)i), lane),
+                                 _mm512_set1_epi32((int)(uint32_t)key));
+    h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 16));
+    h = _mm512_mullo_epi32(h, _mm512_set1_epi32(0x7feb352d));
+    h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 15));
+    h = _mm512_mullo_epi32(h, _mm512_set1_epi32((int)0x846ca68bu));
+    h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 16));
+    __m512i r = _mm512_srli_epi32(_mm512_xor_si512(h, _mm512_set1_epi32((int)(uint32_t)(key >> 32))), 9);
+    __m512i a = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), e = _mm512_srli_epi32(a, 23);
+    __m512i m = _mm512_and_si512(a, _mm512_set1_epi32(0x7fffff));
+    *badm |= _mm512_cmpeq_epi32_mask(e, _mm512_set1_epi32(255));
+    __m512i eu = _mm512_mask_add_epi32(e, _mm512_cmplt_epu32_mask(r, m), e, _mm512_set1_epi32(1));
+    __m512i code = _mm512_sub_epi32(_mm512_min_epu32(eu, _mm512_set1_epi32(144)), _mm512_set1_epi32(17));
+    __mmask16 tiny = _mm512_cmplt_epu32_mask(e, _mm512_set1_epi32(18));
+    if (tiny) { /* below 2^-109: 0 or 2^-109 with the right mean */
+        __mmask16 up = _mm512_cmp_ps_mask(_mm512_mul_ps(_mm512_cvtepi32_ps(r), _mm512_set1_ps(0x1p-23f)),
+                                          _mm512_mul_ps(_mm512_castsi512_ps(a), _mm512_set1_ps(0x1p109f)),
+                                          _CMP_LT_OQ);
+        code = _mm512_mask_mov_epi32(code, tiny, _mm512_maskz_mov_epi32(up, _mm512_set1_epi32(1)));
+    }
+    __mmask16 nz = _mm512_test_epi32_mask(code, code);
+    __m512i sign = _mm512_and_si512(_mm512_srli_epi32(u, 24), _mm512_set1_epi32(0x80));
+    return _mm512_mask_or_epi32(code, nz, code, sign);
+}
+
+/* The float value of 16 codes (one per lane). */
+AVX512 static inline __m512 value16(__m512i b)
+{
+    __m512i k = _mm512_and_si512(b, _mm512_set1_epi32(0x7f));
+    __m512i u = _mm512_or_si512(_mm512_slli_epi32(_mm512_and_si512(b, _mm512_set1_epi32(0x80)), 24),
+                                _mm512_slli_epi32(_mm512_add_epi32(k, _mm512_set1_epi32(17)), 23));
+    return _mm512_castsi512_ps(_mm512_maskz_mov_epi32(_mm512_test_epi32_mask(k, k), u));
+}
+
+AVX512 static size_t encode_avx512(const float *x, size_t n, uint8_t *c, uint64_t key, uint32_t *bad)
+{
     __mmask16 badm = 0;
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m512i u = _mm512_loadu_si512((const void *)(x + i));
-        __m512i h = _mm512_add_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)i), lane), klo);
-        h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 16));
-        h = _mm512_mullo_epi32(h, _mm512_set1_epi32(0x7feb352d));
-        h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 15));
-        h = _mm512_mullo_epi32(h, _mm512_set1_epi32((int)0x846ca68bu));
-        h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 16));
-        __m512i r = _mm512_srli_epi32(_mm512_xor_si512(h, khi), 9);
-        __m512i a = _mm512_and_si512(u, absm), e = _mm512_srli_epi32(a, 23), m = _mm512_and_si512(a, mant);
-        badm |= _mm512_cmpeq_epi32_mask(e, e255);
-        __m512i eu = _mm512_mask_add_epi32(e, _mm512_cmplt_epu32_mask(r, m), e, one);
-        __m512i code = _mm512_sub_epi32(_mm512_min_epu32(eu, e144), e17);
-        __mmask16 tiny = _mm512_cmplt_epu32_mask(e, e18);
-        if (tiny) {
-            __mmask16 up = _mm512_cmp_ps_mask(_mm512_mul_ps(_mm512_cvtepi32_ps(r), r_scale),
-                                              _mm512_mul_ps(_mm512_castsi512_ps(a), tiny_scale), _CMP_LT_OQ);
-            code = _mm512_mask_mov_epi32(code, tiny, _mm512_maskz_mov_epi32(up, one));
-        }
-        __mmask16 nz = _mm512_test_epi32_mask(code, code);
-        __m512i sign = _mm512_and_si512(_mm512_srli_epi32(u, 24), s80);
-        code = _mm512_mask_or_epi32(code, nz, code, sign);
+        __m512i code = cnat16(_mm512_loadu_si512((const void *)(x + i)), i, key, &badm);
         _mm_storeu_si128((__m128i *)(c + i), _mm512_cvtepi32_epi8(code));
     }
     *bad |= badm != 0;
     return i;
 }
 
-AVX512 static size_t decode_avx512(const uint8_t *c, float *acc, size_t n)
+AVX512 static size_t encode_ef_avx512(const float *u, const float *e_in, float *e_out, size_t n, uint8_t *c,
+                                      uint64_t key, uint32_t *bad)
 {
-    const __m512i k7f = _mm512_set1_epi32(0x7f), k80 = _mm512_set1_epi32(0x80), k17 = _mm512_set1_epi32(17);
+    __mmask16 badm = 0;
+    int stream = STREAM_OK(e_out, n);
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(c + i)));
-        __m512i k = _mm512_and_si512(b, k7f);
-        __m512i u = _mm512_or_si512(_mm512_slli_epi32(_mm512_and_si512(b, k80), 24),
-                                    _mm512_slli_epi32(_mm512_add_epi32(k, k17), 23));
-        u = _mm512_maskz_mov_epi32(_mm512_test_epi32_mask(k, k), u);
-        __m512 v = _mm512_add_ps(_mm512_loadu_ps(acc + i), _mm512_castsi512_ps(u));
-        _mm512_storeu_ps(acc + i, v);
+        __m512 p = _mm512_loadu_ps(u + i);
+        if (e_in)
+            p = _mm512_add_ps(p, _mm512_loadu_ps(e_in + i));
+        __m512i code = cnat16(_mm512_castps_si512(p), i, key, &badm);
+        _mm_storeu_si128((__m128i *)(c + i), _mm512_cvtepi32_epi8(code));
+        __m512 res = _mm512_sub_ps(p, value16(code));
+        if (stream)
+            _mm512_stream_ps(e_out + i, res);
+        else
+            _mm512_storeu_ps(e_out + i, res);
     }
+    if (stream)
+        _mm_sfence();
+    *bad |= badm != 0;
+    return i;
+}
+
+AVX512 static size_t decode_avx512(const uint8_t *c, float *acc, size_t n, int add)
+{
+    int stream = !add && STREAM_OK(acc, n);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = value16(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(c + i))));
+        if (add)
+            _mm512_storeu_ps(acc + i, _mm512_add_ps(_mm512_loadu_ps(acc + i), v));
+        else if (stream)
+            _mm512_stream_ps(acc + i, v);
+        else
+            _mm512_storeu_ps(acc + i, v);
+    }
+    if (stream)
+        _mm_sfence();
     return i;
 }
 #endif
@@ -133,22 +175,63 @@ static terse_status_t cnat_encode(const terse_codec_params_t *p, const float *x,
     return TERSE_OK;
 }
 
-static terse_status_t cnat_decode_add(const terse_codec_params_t *p, const void *code, size_t len, float *acc,
-                                      size_t n)
+static terse_status_t cnat_decode_as(const void *code, size_t len, float *acc, size_t n, int add)
 {
-    (void)p;
     if (terse__codec_check_hdr(code, len, TERSE_CODEC_CNAT8, n) || len != TERSE_CODEC_HDR + n)
         return TERSE_ERR_PROTOCOL;
     const uint8_t *c = (const uint8_t *)code + TERSE_CODEC_HDR;
     size_t i = 0;
 #ifdef HAVE_AVX512_PATH
     if (terse__codec_simd())
-        i = decode_avx512(c, acc, n);
+        i = decode_avx512(c, acc, n, add);
 #endif
     for (; i < n; i++)
-        acc[i] += terse__cnat8_value(c[i]);
+        acc[i] = (add ? acc[i] : 0.0f) + terse__cnat8_value(c[i]);
+    return TERSE_OK;
+}
+
+static terse_status_t cnat_decode_add(const terse_codec_params_t *p, const void *code, size_t len, float *acc,
+                                      size_t n)
+{
+    (void)p;
+    return cnat_decode_as(code, len, acc, n, 1);
+}
+
+static terse_status_t cnat_decode(const terse_codec_params_t *p, const void *code, size_t len, float *out,
+                                  size_t n)
+{
+    (void)p;
+    return cnat_decode_as(code, len, out, n, 0);
+}
+
+static terse_status_t cnat_encode_ef(const terse_codec_params_t *p, const float *u, const float *e_in,
+                                     float *e_out, size_t n, void *out, size_t *len, terse_rng_t *rng)
+{
+    (void)p;
+    if (n > UINT32_MAX)
+        return TERSE_ERR_INVALID_ARG;
+    terse__codec_put_hdr(out, TERSE_CODEC_CNAT8, n);
+    uint8_t *c = (uint8_t *)out + TERSE_CODEC_HDR;
+    uint64_t key = terse__rng_next(rng);
+    uint32_t bad = 0;
+    size_t i = 0;
+#ifdef HAVE_AVX512_PATH
+    if (terse__codec_simd())
+        i = encode_ef_avx512(u, e_in, e_out, n, c, key, &bad);
+#endif
+    for (; i < n; i++) {
+        float pv = e_in ? u[i] + e_in[i] : u[i];
+        uint32_t ub;
+        memcpy(&ub, &pv, 4);
+        uint32_t r = (terse__hash32((uint32_t)i + (uint32_t)key) ^ (uint32_t)(key >> 32)) >> 9;
+        c[i] = cnat_one(ub, r, &bad);
+        e_out[i] = pv - terse__cnat8_value(c[i]);
+    }
+    if (bad)
+        return TERSE_ERR_INVALID_ARG;
+    *len = TERSE_CODEC_HDR + n;
     return TERSE_OK;
 }
 
 const terse_codec_ops_t terse_codec_cnat8 = {TERSE_CODEC_CNAT8, "cnat8", 1, cnat_bound, cnat_encode,
-                                             cnat_decode_add, 0, 0};
+                                             cnat_decode_add, 0, 0, cnat_encode_ef, cnat_decode};

@@ -78,4 +78,4 @@ static terse_status_t cnat9_decode_add(const terse_codec_params_t *p, const void
 }
 
 const terse_codec_ops_t terse_codec_cnat9 = {TERSE_CODEC_CNAT9, "cnat9", 1, cnat9_bound, cnat9_encode,
-                                             cnat9_decode_add, 0, 0};
+                                             cnat9_decode_add, 0, 0, NULL, NULL};

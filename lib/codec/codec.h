@@ -166,6 +166,15 @@ typedef struct terse_codec_ops {
     int biased; /* E[decode] != x: run it under error feedback, never per-hop in a ring */
     int shared_support; /* positions drawn from the shared seed (random-k): a sum of codes
                          * lives on them, so owners re-encode without rescaling */
+    /* Optional fused forms (NULL: the collective composes them from the above).
+     * encode_ef: p = u + e_in; code = C(p); e_out = p - decode(code), in one
+     * pass (e_out may be e_in; e_in NULL means zero). TERSE_ERR_INVALID_ARG
+     * for non-finite input, with code and e_out undefined. */
+    terse_status_t (*encode_ef)(const terse_codec_params_t *p, const float *u, const float *e_in,
+                                float *e_out, size_t n, void *out, size_t *len, terse_rng_t *rng);
+    /* out[0..n) = decode(code) (overwrites; same checks as decode_add). */
+    terse_status_t (*decode)(const terse_codec_params_t *p, const void *code, size_t len, float *out,
+                             size_t n);
 } terse_codec_ops_t;
 
 const terse_codec_ops_t *terse__codec(terse_codec_id_t id);

@@ -164,6 +164,6 @@ static terse_status_t qsgd_decode_add(const terse_codec_params_t *p, const void 
 }
 
 const terse_codec_ops_t terse_codec_natdither = {TERSE_CODEC_NATDITHER, "natdither", 1, dither_bound,
-                                                 nat_encode, nat_decode_add, 0, 0};
+                                                 nat_encode, nat_decode_add, 0, 0, NULL, NULL};
 const terse_codec_ops_t terse_codec_qsgd = {TERSE_CODEC_QSGD, "qsgd", 1, dither_bound, qsgd_encode,
-                                            qsgd_decode_add, 0, 0};
+                                            qsgd_decode_add, 0, 0, NULL, NULL};

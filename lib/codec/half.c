@@ -75,5 +75,5 @@ static terse_status_t bf16_decode_add(const terse_codec_params_t *p, const void 
     return half_decode_add(TERSE_CODEC_BF16, code, len, acc, n);
 }
 
-const terse_codec_ops_t terse_codec_fp16 = {TERSE_CODEC_FP16, "fp16", 0, half_bound, fp16_encode, fp16_decode_add, 0, 0};
-const terse_codec_ops_t terse_codec_bf16 = {TERSE_CODEC_BF16, "bf16", 0, half_bound, bf16_encode, bf16_decode_add, 0, 0};
+const terse_codec_ops_t terse_codec_fp16 = {TERSE_CODEC_FP16, "fp16", 0, half_bound, fp16_encode, fp16_decode_add, 0, 0, NULL, NULL};
+const terse_codec_ops_t terse_codec_bf16 = {TERSE_CODEC_BF16, "bf16", 0, half_bound, bf16_encode, bf16_decode_add, 0, 0, NULL, NULL};

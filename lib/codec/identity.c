@@ -41,4 +41,4 @@ static terse_status_t fp32_decode_add(const terse_codec_params_t *p, const void 
 }
 
 const terse_codec_ops_t terse_codec_fp32 = {TERSE_CODEC_FP32, "fp32", 0, fp32_bound, fp32_encode,
-                                            fp32_decode_add, 0, 0};
+                                            fp32_decode_add, 0, 0, NULL, NULL};

@@ -130,6 +130,6 @@ static terse_status_t randkc_decode_add(const terse_codec_params_t *p, const voi
 }
 
 const terse_codec_ops_t terse_codec_randk = {TERSE_CODEC_RANDK, "randk", 0, randk_bound, randk_encode,
-                                             randk_decode_add, 0, 1};
+                                             randk_decode_add, 0, 1, NULL, NULL};
 const terse_codec_ops_t terse_codec_randk_cnat = {TERSE_CODEC_RANDK_CNAT, "randk+cnat8", 1, randkc_bound,
-                                                  randkc_encode, randkc_decode_add, 0, 1};
+                                                  randkc_encode, randkc_decode_add, 0, 1, NULL, NULL};

@@ -43,51 +43,124 @@ AVX512 static void encode_avx512(const float *x, size_t n16, double lanes[16], u
     _mm512_storeu_pd(lanes + 8, hi);
 }
 
-AVX512 static void decode_avx512(const unsigned char *bits, float scale, float *acc, size_t n16)
+/* mode 0: acc = +-scale; 1: acc += +-scale; 2: acc -= +-scale (the residual p - decode) */
+AVX512 static void decode_avx512(const unsigned char *bits, float scale, float *acc, size_t n16, int mode)
 {
     const __m512 pos = _mm512_set1_ps(scale), negv = _mm512_set1_ps(-scale);
     for (size_t i = 0; i < n16; i += 16) {
         __mmask16 m;
         memcpy(&m, bits + i / 8, 2);
         __m512 v = _mm512_mask_blend_ps(m, pos, negv);
-        _mm512_storeu_ps(acc + i, _mm512_add_ps(_mm512_loadu_ps(acc + i), v));
+        if (mode == 1)
+            v = _mm512_add_ps(_mm512_loadu_ps(acc + i), v);
+        else if (mode == 2)
+            v = _mm512_sub_ps(_mm512_loadu_ps(acc + i), v);
+        _mm512_storeu_ps(acc + i, v);
     }
+}
+
+/* p = u + e_in into p_out, with the norm lanes and sign bits of p. */
+AVX512 static void sum_encode_avx512(const float *u, const float *e_in, float *p_out, size_t n16,
+                                     double lanes[16], unsigned char *bits)
+{
+    __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+    const __m512 zero = _mm512_setzero_ps();
+    for (size_t i = 0; i < n16; i += 16) {
+        __m512 v = _mm512_loadu_ps(u + i);
+        if (e_in)
+            v = _mm512_add_ps(v, _mm512_loadu_ps(e_in + i));
+        _mm512_storeu_ps(p_out + i, v);
+        __m512 a = _mm512_abs_ps(v);
+        lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(a)));
+        hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1))));
+        __mmask16 neg = _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ);
+        memcpy(bits + i / 8, &neg, 2);
+    }
+    _mm512_storeu_pd(lanes, lo);
+    _mm512_storeu_pd(lanes + 8, hi);
 }
 #endif
 
-static terse_status_t sign_encode(const terse_codec_params_t *p, const float *x, size_t n, void *out,
-                                  size_t *len, terse_rng_t *rng)
+/* Norm lanes and sign bits of p = u + e_in (e_in may be NULL), p stored in
+ * p_out when it is not NULL (p_out may alias u). Returns the scale, or a
+ * negative value when the input holds NaN or infinity. */
+static float sign_scan(const float *u, const float *e_in, float *p_out, size_t n, unsigned char *bits)
 {
-    (void)p, (void)rng;
-    terse__codec_put_hdr(out, TERSE_CODEC_SIGN, n);
-    unsigned char *q = (unsigned char *)out + TERSE_CODEC_HDR, *bits = q + 4;
     memset(bits, 0, (n + 7) / 8);
     double lanes[16] = {0};
     size_t i = 0;
 #ifdef HAVE_AVX512_PATH
     if (terse__codec_simd()) {
         i = n & ~(size_t)15;
-        encode_avx512(x, i, lanes, bits);
+        if (e_in || p_out)
+            sum_encode_avx512(u, e_in, p_out, i, lanes, bits);
+        else
+            encode_avx512(u, i, lanes, bits);
     }
 #endif
     for (; i < n; i++) {
-        lanes[i % 16] += fabs((double)x[i]);
-        if (x[i] < 0)
+        float v = e_in ? u[i] + e_in[i] : u[i];
+        if (p_out)
+            p_out[i] = v;
+        lanes[i % 16] += fabs((double)v);
+        if (v < 0)
             bits[i / 8] |= (unsigned char)(1u << (i % 8));
     }
     double l1 = 0;
     for (int j = 0; j < 16; j++)
         l1 += lanes[j];
     if (!isfinite(l1))
+        return -1;
+    return n ? (float)(l1 / (double)n) : 0.0f;
+}
+
+/* mode 0: out = decode; 1: out += decode; 2: out -= decode */
+static void sign_apply(const unsigned char *bits, float scale, float *out, size_t n, int mode)
+{
+    size_t i = 0;
+#ifdef HAVE_AVX512_PATH
+    if (terse__codec_simd()) {
+        i = n & ~(size_t)15;
+        decode_avx512(bits, scale, out, i, mode);
+    }
+#endif
+    for (; i < n; i++) {
+        float v = (bits[i / 8] >> (i % 8)) & 1 ? -scale : scale;
+        out[i] = mode == 0 ? v : mode == 1 ? out[i] + v : out[i] - v;
+    }
+}
+
+static terse_status_t sign_encode(const terse_codec_params_t *p, const float *x, size_t n, void *out,
+                                  size_t *len, terse_rng_t *rng)
+{
+    (void)rng;
+    terse__codec_put_hdr(out, TERSE_CODEC_SIGN, n);
+    unsigned char *q = (unsigned char *)out + TERSE_CODEC_HDR;
+    float scale = sign_scan(x, NULL, NULL, n, q + 4);
+    if (scale < 0)
         return TERSE_ERR_INVALID_ARG;
-    float scale = n ? (float)(l1 / (double)n) : 0.0f;
     memcpy(q, &scale, 4);
     *len = sign_bound(p, n);
     return TERSE_OK;
 }
 
-static terse_status_t sign_decode_add(const terse_codec_params_t *p, const void *code, size_t len, float *acc,
-                                      size_t n)
+static terse_status_t sign_encode_ef(const terse_codec_params_t *p, const float *u, const float *e_in,
+                                     float *e_out, size_t n, void *out, size_t *len, terse_rng_t *rng)
+{
+    (void)rng;
+    terse__codec_put_hdr(out, TERSE_CODEC_SIGN, n);
+    unsigned char *q = (unsigned char *)out + TERSE_CODEC_HDR;
+    float scale = sign_scan(u, e_in, e_out, n, q + 4); /* e_out holds p for now */
+    if (scale < 0)
+        return TERSE_ERR_INVALID_ARG;
+    memcpy(q, &scale, 4);
+    sign_apply(q + 4, scale, e_out, n, 2);
+    *len = sign_bound(p, n);
+    return TERSE_OK;
+}
+
+static terse_status_t sign_decode_as(const terse_codec_params_t *p, const void *code, size_t len, float *acc,
+                                     size_t n, int mode)
 {
     if (terse__codec_check_hdr(code, len, TERSE_CODEC_SIGN, n) || len != sign_bound(p, n))
         return TERSE_ERR_PROTOCOL;
@@ -96,18 +169,21 @@ static terse_status_t sign_decode_add(const terse_codec_params_t *p, const void 
     memcpy(&scale, q, 4);
     if (!isfinite(scale) || scale < 0)
         return TERSE_ERR_PROTOCOL;
-    const unsigned char *bits = q + 4;
-    size_t i = 0;
-#ifdef HAVE_AVX512_PATH
-    if (terse__codec_simd()) {
-        i = n & ~(size_t)15;
-        decode_avx512(bits, scale, acc, i);
-    }
-#endif
-    for (; i < n; i++)
-        acc[i] += (bits[i / 8] >> (i % 8)) & 1 ? -scale : scale;
+    sign_apply(q + 4, scale, acc, n, mode);
     return TERSE_OK;
 }
 
+static terse_status_t sign_decode_add(const terse_codec_params_t *p, const void *code, size_t len, float *acc,
+                                      size_t n)
+{
+    return sign_decode_as(p, code, len, acc, n, 1);
+}
+
+static terse_status_t sign_decode(const terse_codec_params_t *p, const void *code, size_t len, float *out,
+                                  size_t n)
+{
+    return sign_decode_as(p, code, len, out, n, 0);
+}
+
 const terse_codec_ops_t terse_codec_sign = {TERSE_CODEC_SIGN, "sign", 0, sign_bound, sign_encode,
-                                            sign_decode_add, 1, 0};
+                                            sign_decode_add, 1, 0, sign_encode_ef, sign_decode};

@@ -70,4 +70,4 @@ static terse_status_t sign1_decode_add(const terse_codec_params_t *p, const void
 }
 
 const terse_codec_ops_t terse_codec_sign1 = {TERSE_CODEC_SIGN1, "sign1", 1, sign1_bound, sign1_encode,
-                                             sign1_decode_add, 0, 0};
+                                             sign1_decode_add, 0, 0, NULL, NULL};

@@ -176,6 +176,6 @@ static terse_status_t topkc_decode_add(const terse_codec_params_t *p, const void
 }
 
 const terse_codec_ops_t terse_codec_topk = {TERSE_CODEC_TOPK, "topk", 0, topk_bound, topk_encode,
-                                            topk_decode_add, 1, 0};
+                                            topk_decode_add, 1, 0, NULL, NULL};
 const terse_codec_ops_t terse_codec_topk_cnat = {TERSE_CODEC_TOPK_CNAT, "topk+cnat8", 1, topkc_bound,
-                                                 topkc_encode, topkc_decode_add, 1, 0};
+                                                 topkc_encode, topkc_decode_add, 1, 0, NULL, NULL};

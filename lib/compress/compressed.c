@@ -93,6 +93,16 @@ static terse_status_t check_params(terse_comm_t *comm, const terse_compressed_pa
     return TERSE_OK;
 }
 
+/* Zeroed, 64-byte aligned (the codecs' streaming stores want it). */
+static float *alloc_floats(size_t n)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, 64, (n ? n : 1) * sizeof(float)))
+        return NULL;
+    memset(p, 0, (n ? n : 1) * sizeof(float));
+    return p;
+}
+
 static size_t align_up(size_t v)
 {
     return (v + TERSE_CODE_ALIGN - 1) & ~(size_t)(TERSE_CODE_ALIGN - 1);
@@ -231,11 +241,12 @@ terse_status_t terse_compressed_create(terse_comm_t *comm, size_t count,
     st = layout(c);
     if (st == TERSE_OK) {
         own = c->len[c->r];
-        c->e = calloc(count ? count : 1, sizeof(float));
-        c->e_next = calloc(count ? count : 1, sizeof(float));
+        c->e = alloc_floats(count);
+        c->e_next = alloc_floats(count);
         c->se = calloc(own ? own : 1, sizeof(float));
         c->se_next = calloc(own ? own : 1, sizeof(float));
-        if (!c->e || !c->e_next || !c->se || !c->se_next)
+        c->acc = calloc(own ? own : 1, sizeof(float));
+        if (!c->e || !c->e_next || !c->se || !c->se_next || !c->acc)
             st = TERSE_ERR_NO_MEMORY;
     }
     if (st != TERSE_OK) {
@@ -262,7 +273,7 @@ void terse_compressed_destroy(terse_compressed_t *c)
     free(c->up_codes), free(c->up_off), free(c->up_len);
     free(c->in_codes), free(c->in_off), free(c->in_len);
     free(c->down_codes), free(c->down_off), free(c->down_len);
-    free(c->e), free(c->e_next), free(c->se), free(c->se_next);
+    free(c->e), free(c->e_next), free(c->se), free(c->se_next), free(c->acc);
     free(c);
 }
 
@@ -275,24 +286,37 @@ terse_status_t terse__compressed_bad_code(terse_compressed_t *c, int peer, const
     return TERSE_ERR_PROTOCOL;
 }
 
-terse_status_t terse__compressed_encode_fb(terse_compressed_t *c, const terse_codec_ops_t *codec,
-                                           float *p, size_t n, void *code, size_t *len,
-                                           terse_rng_t *rng, int feedback)
+terse_status_t terse__compressed_encode(terse_compressed_t *c, const terse_codec_ops_t *codec,
+                                        const float *u, const float *e_in, float *e_out, size_t n,
+                                        void *code, size_t *len, terse_rng_t *rng)
 {
-    terse_status_t st = codec->encode(&c->cp, p, n, code, len, rng);
+    if (!e_out)
+        return codec->encode(&c->cp, u, n, code, len, rng);
+    if (codec->encode_ef)
+        return codec->encode_ef(&c->cp, u, e_in, e_out, n, code, len, rng);
+    for (size_t i = 0; i < n; i++)
+        e_out[i] = e_in ? u[i] + e_in[i] : u[i];
+    terse_status_t st = codec->encode(&c->cp, e_out, n, code, len, rng);
     if (st != TERSE_OK)
         return st;
-    if (feedback) {
-        /* p - decode(code), exactly: negate (exact), add the decoded values,
-         * negate back - IEEE rounding is symmetric, so this is the same as
-         * a subtraction and needs no scratch vector. */
-        for (size_t i = 0; i < n; i++)
-            p[i] = -p[i];
-        st = codec->decode_add(&c->cp, code, *len, p, n);
-        for (size_t i = 0; i < n; i++)
-            p[i] = -p[i];
-    }
+    /* p - decode(code), exactly: negate (exact), add the decoded values,
+     * negate back - IEEE rounding is symmetric, so this equals a
+     * subtraction and needs no scratch vector. */
+    for (size_t i = 0; i < n; i++)
+        e_out[i] = -e_out[i];
+    st = codec->decode_add(&c->cp, code, *len, e_out, n);
+    for (size_t i = 0; i < n; i++)
+        e_out[i] = -e_out[i];
     return st;
+}
+
+terse_status_t terse__compressed_decode(terse_compressed_t *c, const terse_codec_ops_t *codec,
+                                        const void *code, size_t len, float *out, size_t n)
+{
+    if (codec->decode)
+        return codec->decode(&c->cp, code, len, out, n);
+    memset(out, 0, n * sizeof(float));
+    return codec->decode_add(&c->cp, code, len, out, n);
 }
 
 void terse__compressed_set_seed(terse_compressed_t *c, int chunk)
@@ -307,21 +331,17 @@ terse_status_t terse__compressed_owner(terse_compressed_t *c, float *s)
     if (c->p.op == TERSE_AVG)
         for (size_t i = 0; i < n; i++)
             s[i] /= (float)c->n;
-    if (c->p.server_error_feedback)
-        for (size_t i = 0; i < n; i++)
-            s[i] += c->se[i];
     size_t len;
     char *code = c->down_codes + c->down_off[c->r];
     /* random-k: the sum lives on this step's shared positions; keep them, no second rescale */
     c->cp.no_rescale = c->down == c->up && c->up->shared_support;
     terse__compressed_set_seed(c, c->r);
-    terse_status_t st = terse__compressed_encode_fb(c, c->down, s, n, code, &len, &c->rng_down,
-                                                    c->p.server_error_feedback);
+    int fb = c->p.server_error_feedback;
+    terse_status_t st = terse__compressed_encode(c, c->down, s, fb ? c->se : NULL, fb ? c->se_next : NULL,
+                                                 n, code, &len, &c->rng_down);
     c->cp.no_rescale = 0;
     if (st == TERSE_OK && len != c->down_len[c->r])
         st = TERSE_ERR_PROTOCOL;
-    if (st == TERSE_OK && c->p.server_error_feedback)
-        memcpy(c->se_next, s, n * sizeof(float));
     return st;
 }
 
@@ -348,23 +368,17 @@ terse_status_t terse_compressed_allreduce(terse_compressed_t *c, const float *se
         return comm->error;
     uint64_t sent0 = comm->stats.bytes_sent;
     size_t d = c->count;
-    /* p = u + e in e_next: the residual is committed only if the step succeeds. */
-    if (c->p.error_feedback)
-        for (size_t i = 0; i < d; i++)
-            c->e_next[i] = sendbuf[i] + c->e[i];
-    else
-        memcpy(c->e_next, sendbuf, d * sizeof(float));
     terse_rng_t up0 = c->rng_up, down0 = c->rng_down;
     terse_status_t st;
     switch (c->algo) {
     case TERSE_COMPRESSED_ALLGATHER:
-        st = terse__compressed_allgather(c, recvbuf);
+        st = terse__compressed_allgather(c, sendbuf, recvbuf);
         break;
     case TERSE_COMPRESSED_TWO_PHASE:
-        st = terse__compressed_two_phase(c, recvbuf);
+        st = terse__compressed_two_phase(c, sendbuf, recvbuf);
         break;
     default:
-        st = terse__compressed_ring(c, recvbuf);
+        st = terse__compressed_ring(c, sendbuf, recvbuf);
         break;
     }
     uint64_t step = c->steps + 1;
@@ -388,8 +402,6 @@ terse_status_t terse_compressed_allreduce(terse_compressed_t *c, const float *se
     c->error_averages += (uint64_t)average;
     c->bytes_last = comm->stats.bytes_sent - sent0;
     c->bytes_total += c->bytes_last;
-    c->residual_norm = c->p.error_feedback ? norm2(c->e, d) : 0;
-    c->server_residual_norm = c->p.server_error_feedback ? norm2(c->se, c->len[c->r]) : 0;
     return TERSE_OK;
 }
 
@@ -433,8 +445,9 @@ terse_status_t terse_compressed_stats(const terse_compressed_t *c, terse_compres
     s->dense_bytes = dense_bytes(c);
     s->ratio = c->steps && s->dense_bytes ? (double)c->bytes_total / ((double)c->steps * (double)s->dense_bytes)
                                           : 0;
-    s->residual_norm = c->residual_norm;
-    s->server_residual_norm = c->server_residual_norm;
+    /* computed here, not on every call: a pass over the tensor is not free */
+    s->residual_norm = c->p.error_feedback ? norm2(c->e, c->count) : 0;
+    s->server_residual_norm = c->p.server_error_feedback ? norm2(c->se, c->len[c->r]) : 0;
     s->algorithm = algo_names[c->algo];
     s->codec = c->up->name;
     return TERSE_OK;

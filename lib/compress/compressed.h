@@ -40,28 +40,32 @@ struct terse_compressed {
     size_t *down_off, *down_len;
 
     float *e, *e_next;   /* worker residual (count); e_next doubles as p = u + e */
-    float *se, *se_next; /* server residual and scratch (own chunk) */
+    float *se, *se_next; /* server residual and its next value (own chunk) */
+    float *acc;          /* the owned chunk's sum */
+    const float *u;      /* this step's input (set by the algorithm) */
 
     terse_rng_t rng_up, rng_down;
     uint64_t steps, error_averages, bytes_total, bytes_last;
-    double residual_norm, server_residual_norm;
 
     terse_memreg_t *regs[3];
 };
 
 /* Algorithms (compressed_algo.c). Each fills recvbuf and c->e_next /
  * c->se_next; the caller commits the state only when they succeed. */
-terse_status_t terse__compressed_allgather(terse_compressed_t *c, float *recvbuf);
-terse_status_t terse__compressed_two_phase(terse_compressed_t *c, float *recvbuf);
-terse_status_t terse__compressed_ring(terse_compressed_t *c, float *recvbuf);
+terse_status_t terse__compressed_allgather(terse_compressed_t *c, const float *u, float *recvbuf);
+terse_status_t terse__compressed_two_phase(terse_compressed_t *c, const float *u, float *recvbuf);
+terse_status_t terse__compressed_ring(terse_compressed_t *c, const float *u, float *recvbuf);
 
-/* Worker side of a chunk: code = C(p[0..n)); when feedback is on, p becomes
- * the new residual p - decode(code) in place. */
-terse_status_t terse__compressed_encode_fb(terse_compressed_t *c, const terse_codec_ops_t *codec,
-                                           float *p, size_t n, void *code, size_t *len,
-                                           terse_rng_t *rng, int feedback);
-/* Owner side: s holds the chunk's sum; scale it for AVG, add the server
- * residual, encode into the downlink slot, update se_next. */
+/* code = C(u + e_in); with e_out, e_out = (u + e_in) - decode(code) (feedback;
+ * e_in may be NULL). One fused pass when the codec has encode_ef. */
+terse_status_t terse__compressed_encode(terse_compressed_t *c, const terse_codec_ops_t *codec,
+                                        const float *u, const float *e_in, float *e_out, size_t n,
+                                        void *code, size_t *len, terse_rng_t *rng);
+/* out = decode(code), overwriting out. */
+terse_status_t terse__compressed_decode(terse_compressed_t *c, const terse_codec_ops_t *codec,
+                                        const void *code, size_t len, float *out, size_t n);
+/* Owner side: s holds the chunk's sum; scale it for AVG, encode it (with the
+ * server residual) into the downlink slot, new residual into se_next. */
 terse_status_t terse__compressed_owner(terse_compressed_t *c, float *s);
 /* random-k positions of this step and chunk (-1: the whole tensor), the same on every rank */
 void terse__compressed_set_seed(terse_compressed_t *c, int chunk);

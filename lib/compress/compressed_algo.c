@@ -1,10 +1,11 @@
 /*
  * compressed_algo.c - the three shapes of a compressed allreduce step.
  *
- * On entry c->e_next holds p = u + e (or u). Every rank decodes the same
- * codes in the same order, so outputs agree to the last bit; the owner of a
- * chunk is the only one that re-compresses it (two-phase, ring), and the
- * result reaches everyone as a code.
+ * Every rank decodes the same codes in the same order, so outputs agree to
+ * the last bit; the owner of a chunk is the only one that re-compresses it
+ * (two-phase, ring), and the result reaches everyone as a code. The worker
+ * residual goes to c->e_next, the owner's to c->se_next; the caller commits
+ * them when the step succeeds.
  *
  * Input with NaN or infinity is not encoded: the rank sends poisoned codes
  * of the right length instead, every rank completes the step and returns
@@ -13,18 +14,8 @@
 #include "compressed.h"
 #include "../coll/coll.h"
 #include "../log.h"
-#include "../net.h"
 
 #include <string.h>
-
-static int poisoned_input(terse_compressed_t *c, const float *p, size_t n)
-{
-    if (!terse__codec_nonfinite(p, n))
-        return 0;
-    TERSE_WARN(COLL, "compressed allreduce step %llu: this rank's input holds NaN or infinity",
-               (unsigned long long)c->steps + 1);
-    return 1;
-}
 
 static terse_status_t poison_seen(terse_compressed_t *c, int peer)
 {
@@ -33,27 +24,24 @@ static terse_status_t poison_seen(terse_compressed_t *c, int peer)
     return TERSE_ERR_INVALID_ARG;
 }
 
-/* Worker encode of p[0..n) into code (expected size want), or poison. */
-static terse_status_t encode_up(terse_compressed_t *c, int chunk, float *p, size_t n, char *code,
-                                size_t want, int poison, int feedback)
+/* Worker encode of chunk `chunk` (-1: the whole tensor): code = C(u + e).
+ * Returns 1 when the input is not finite (the caller poisons its codes). */
+static int encode_up(terse_compressed_t *c, int chunk, size_t off, size_t n, char *code, size_t want,
+                     terse_status_t *st)
 {
-    if (poison) {
-        terse__codec_put_poison(code, c->up->id, n, want);
-        return TERSE_OK;
-    }
-    terse__compressed_set_seed(c, chunk);
+    const float *u = c->u + off;
+    int fb = c->p.error_feedback;
     size_t len;
-    terse_status_t st =
-        terse__compressed_encode_fb(c, c->up, p, n, code, &len, &c->rng_up, feedback);
-    return st == TERSE_OK && len != want ? TERSE_ERR_PROTOCOL : st;
-}
-
-/* out[0..n) = decode(code), or 0 when the code is malformed. */
-static int decode_into(terse_compressed_t *c, const terse_codec_ops_t *codec, const char *code,
-                       size_t len, float *out, size_t n)
-{
-    memset(out, 0, n * sizeof(float));
-    return codec->decode_add(&c->cp, code, len, out, n) == TERSE_OK;
+    terse__compressed_set_seed(c, chunk);
+    *st = terse__compressed_encode(c, c->up, u, fb ? c->e + off : NULL, fb ? c->e_next + off : NULL, n,
+                                   code, &len, &c->rng_up);
+    if (*st == TERSE_ERR_INVALID_ARG && terse__codec_nonfinite(u, n) | (fb && terse__codec_nonfinite(c->e + off, n))) {
+        *st = TERSE_OK;
+        return 1;
+    }
+    if (*st == TERSE_OK && len != want)
+        *st = TERSE_ERR_PROTOCOL;
+    return 0;
 }
 
 static void scale_avg(terse_compressed_t *c, float *v, size_t n)
@@ -63,14 +51,18 @@ static void scale_avg(terse_compressed_t *c, float *v, size_t n)
             v[i] /= (float)c->n;
 }
 
-terse_status_t terse__compressed_allgather(terse_compressed_t *c, float *recvbuf)
+terse_status_t terse__compressed_allgather(terse_compressed_t *c, const float *u, float *recvbuf)
 {
     int n = c->n, r = c->r;
     size_t d = c->count;
-    float *p = c->e_next;
-    int poison = poisoned_input(c, p, d);
-    terse_status_t st = encode_up(c, -1, p, d, c->in_codes + c->in_off[r], c->in_len[r], poison,
-                                  c->p.error_feedback);
+    terse_status_t st;
+    c->u = u;
+    char *mine = c->in_codes + c->in_off[r];
+    if (encode_up(c, -1, 0, d, mine, c->in_len[r], &st)) {
+        TERSE_WARN(COLL, "compressed allreduce step %llu: this rank's input holds NaN or infinity",
+                   (unsigned long long)c->steps + 1);
+        terse__codec_put_poison(mine, c->up->id, d, c->in_len[r]);
+    }
     if (st != TERSE_OK)
         return st;
     st = terse__allgather_bytes(c->comm, c->sig, c->steps, c->in_codes, c->in_off, c->in_len);
@@ -79,50 +71,58 @@ terse_status_t terse__compressed_allgather(terse_compressed_t *c, float *recvbuf
     for (int i = 0; i < n; i++)
         if (terse__codec_poisoned(c->in_codes + c->in_off[i], c->in_len[i]))
             return poison_seen(c, i);
-    memset(recvbuf, 0, d * sizeof(float));
-    for (int i = 0; i < n; i++)
-        if (c->up->decode_add(&c->cp, c->in_codes + c->in_off[i], c->in_len[i], recvbuf, d) != TERSE_OK)
+    for (int i = 0; i < n; i++) {
+        const char *code = c->in_codes + c->in_off[i];
+        st = i == 0 ? terse__compressed_decode(c, c->up, code, c->in_len[i], recvbuf, d)
+                    : c->up->decode_add(&c->cp, code, c->in_len[i], recvbuf, d);
+        if (st != TERSE_OK)
             return terse__compressed_bad_code(c, i, c->up->name);
+    }
     scale_avg(c, recvbuf, d);
     return TERSE_OK;
 }
 
-/* The owner's chunk sum is in s (len[r]); re-compress it into the downlink
- * slot (or poison it) and allgather every owner's code into recvbuf. */
-static terse_status_t downlink(terse_compressed_t *c, float *s, int poison, float *recvbuf)
+/* The owner's chunk sum is in c->acc; re-compress it into the downlink slot
+ * (or poison it) and allgather every owner's code into recvbuf. */
+static terse_status_t downlink(terse_compressed_t *c, int poison, float *recvbuf)
 {
     int n = c->n, r = c->r;
     terse_status_t st;
     if (poison) {
-        terse__codec_put_poison(c->down_codes + c->down_off[r], c->down->id, c->len[r],
-                                c->down_len[r]);
-    } else if ((st = terse__compressed_owner(c, s)) != TERSE_OK) {
+        terse__codec_put_poison(c->down_codes + c->down_off[r], c->down->id, c->len[r], c->down_len[r]);
+    } else if ((st = terse__compressed_owner(c, c->acc)) != TERSE_OK) {
         return st;
     }
-    st = terse__allgather_bytes(c->comm, c->sig ^ 0x646f776eull, c->steps, c->down_codes,
-                                c->down_off, c->down_len);
+    st = terse__allgather_bytes(c->comm, c->sig ^ 0x646f776eull, c->steps, c->down_codes, c->down_off,
+                                c->down_len);
     if (st != TERSE_OK)
         return st;
     for (int j = 0; j < n; j++)
         if (terse__codec_poisoned(c->down_codes + c->down_off[j], c->down_len[j]))
             return poison_seen(c, j);
     for (int j = 0; j < n; j++)
-        if (!decode_into(c, c->down, c->down_codes + c->down_off[j], c->down_len[j],
-                         recvbuf + c->off[j], c->len[j]))
+        if (terse__compressed_decode(c, c->down, c->down_codes + c->down_off[j], c->down_len[j],
+                                     recvbuf + c->off[j], c->len[j]) != TERSE_OK)
             return terse__compressed_bad_code(c, j, c->down->name);
     return TERSE_OK;
 }
 
-terse_status_t terse__compressed_two_phase(terse_compressed_t *c, float *recvbuf)
+terse_status_t terse__compressed_two_phase(terse_compressed_t *c, const float *u, float *recvbuf)
 {
     int n = c->n, r = c->r;
-    float *p = c->e_next;
-    int poison = poisoned_input(c, p, c->count);
-    terse_status_t st;
-    for (int j = 0; j < n; j++)
-        if ((st = encode_up(c, j, p + c->off[j], c->len[j], c->up_codes + c->up_off[j], c->up_len[j],
-                            poison, c->p.error_feedback)) != TERSE_OK)
-            return st;
+    terse_status_t st = TERSE_OK;
+    int poison = 0;
+    c->u = u;
+    for (int j = 0; j < n && !poison && st == TERSE_OK; j++)
+        poison = encode_up(c, j, c->off[j], c->len[j], c->up_codes + c->up_off[j], c->up_len[j], &st);
+    if (st != TERSE_OK)
+        return st;
+    if (poison) {
+        TERSE_WARN(COLL, "compressed allreduce step %llu: this rank's input holds NaN or infinity",
+                   (unsigned long long)c->steps + 1);
+        for (int j = 0; j < n; j++)
+            terse__codec_put_poison(c->up_codes + c->up_off[j], c->up->id, c->len[j], c->up_len[j]);
+    }
     if (n > 1) {
         const void *sbuf[n];
         void *rbuf[n];
@@ -137,34 +137,41 @@ terse_status_t terse__compressed_two_phase(terse_compressed_t *c, float *recvbuf
             return st;
     }
     /* Sum the chunk we own in rank order (our own code from the uplink area). */
-    float *s = c->se_next;
     size_t own = c->len[r];
-    memset(s, 0, own * sizeof(float));
     int bad = 0;
     for (int i = 0; i < n; i++) {
         const char *code = i == r ? c->up_codes + c->up_off[r] : c->in_codes + c->in_off[i];
         size_t len = i == r ? c->up_len[r] : c->in_len[i];
         if (terse__codec_poisoned(code, len))
             bad = 1;
-        else if (!bad && c->up->decode_add(&c->cp, code, len, s, own) != TERSE_OK)
+        else if (!bad && (i == 0 ? terse__compressed_decode(c, c->up, code, len, c->acc, own)
+                                 : c->up->decode_add(&c->cp, code, len, c->acc, own)) != TERSE_OK)
             return terse__compressed_bad_code(c, i, c->up->name);
     }
-    return downlink(c, s, bad, recvbuf);
+    return downlink(c, bad, recvbuf);
 }
 
-terse_status_t terse__compressed_ring(terse_compressed_t *c, float *recvbuf)
+terse_status_t terse__compressed_ring(terse_compressed_t *c, const float *u, float *recvbuf)
 {
     int n = c->n, r = c->r;
     int right = (r + 1) % n, left = (r + n - 1) % n;
-    float *p = c->e_next; /* partial sums are formed in place */
-    int poison = poisoned_input(c, p, c->count);
-    terse_status_t st;
+    float *p = c->e_next; /* partial sums are formed here (no worker feedback in a ring) */
+    memcpy(p, u, c->count * sizeof(float));
+    c->u = p;
+    int poison = terse__codec_nonfinite(p, c->count);
+    if (poison)
+        TERSE_WARN(COLL, "compressed allreduce step %llu: this rank's input holds NaN or infinity",
+                   (unsigned long long)c->steps + 1);
+    terse_status_t st = TERSE_OK;
     int b = (r + n - 1) % n;
-    if (n > 1 && (st = encode_up(c, b, p + c->off[b], c->len[b], c->up_codes + c->up_off[b],
-                                 c->up_len[b], poison, 0)) != TERSE_OK)
-        return st;
     for (int step = 0; step < n - 1; step++) {
-        int rb = (r + 2 * n - step - 2) % n; /* block arriving from the left */
+        /* send block b (our partial sum of it), receive block rb from the left */
+        if (poison)
+            terse__codec_put_poison(c->up_codes + c->up_off[b], c->up->id, c->len[b], c->up_len[b]);
+        else if (encode_up(c, b, c->off[b], c->len[b], c->up_codes + c->up_off[b], c->up_len[b], &st) ||
+                 st != TERSE_OK)
+            return st != TERSE_OK ? st : TERSE_ERR_INVALID_ARG;
+        int rb = (r + 2 * n - step - 2) % n;
         const void *sbuf[n];
         void *rbuf[n];
         size_t slen[n], rlen[n];
@@ -182,10 +189,7 @@ terse_status_t terse__compressed_ring(terse_compressed_t *c, float *recvbuf)
         else if (c->up->decode_add(&c->cp, code, c->in_len[rb], p + c->off[rb], c->len[rb]) != TERSE_OK)
             return terse__compressed_bad_code(c, left, c->up->name);
         b = rb;
-        if (step < n - 2 && (st = encode_up(c, b, p + c->off[b], c->len[b], c->up_codes + c->up_off[b],
-                                            c->up_len[b], poison, 0)) != TERSE_OK)
-            return st;
     }
-    memcpy(c->se_next, p + c->off[r], c->len[r] * sizeof(float));
-    return downlink(c, c->se_next, poison, recvbuf);
+    memcpy(c->acc, p + c->off[r], c->len[r] * sizeof(float));
+    return downlink(c, poison, recvbuf);
 }

@@ -4,7 +4,7 @@
  * Layout (host byte order; a checkpoint is for the same kind of machine):
  *   "TRSECMP1", u32 version, rank, size, 0, u64 count, parameter signature,
  *   steps, error averages, bytes (total, last), both random streams
- *   (seed, counter), f64 residual norms, u64 owned chunk length,
+ *   (seed, counter), u64 owned chunk length,
  *   float e[count], float server residual[owned], u64 hash of all before.
  * Restoring into a handle with another rank, size, count or parameters is
  * refused: the resumed run would not be the one that was saved.
@@ -24,7 +24,6 @@ typedef struct state_hdr {
     uint64_t count, sig;
     uint64_t steps, error_averages, bytes_total, bytes_last;
     uint64_t rng[4];
-    double residual_norm, server_residual_norm;
     uint64_t own;
 } state_hdr_t;
 
@@ -54,8 +53,6 @@ terse_status_t terse_compressed_save(const terse_compressed_t *c, void *buf, siz
     h.bytes_last = c->bytes_last;
     h.rng[0] = c->rng_up.seed, h.rng[1] = c->rng_up.counter;
     h.rng[2] = c->rng_down.seed, h.rng[3] = c->rng_down.counter;
-    h.residual_norm = c->residual_norm;
-    h.server_residual_norm = c->server_residual_norm;
     h.own = own;
     char *o = buf;
     memcpy(o, &h, sizeof(h));
@@ -108,7 +105,5 @@ terse_status_t terse_compressed_load(terse_compressed_t *c, const void *buf, siz
     c->bytes_last = h.bytes_last;
     c->rng_up = (terse_rng_t){h.rng[0], h.rng[1]};
     c->rng_down = (terse_rng_t){h.rng[2], h.rng[3]};
-    c->residual_norm = h.residual_norm;
-    c->server_residual_norm = h.server_residual_norm;
     return TERSE_OK;
 }
