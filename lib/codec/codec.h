@@ -134,20 +134,48 @@ static inline float terse__cnat8_value(uint8_t c)
     return v;
 }
 
-/* Bit packing of fixed-width fields (width <= 25) for the dithering codecs. */
-static inline void terse__bits_put(uint8_t *buf, size_t idx, unsigned width, uint32_t v)
+/* Bit packing of fixed-width fields (width <= 25), LSB first, through a
+ * 64-bit accumulator: a writer appends fields in order, a reader takes them
+ * in order. Used by the dithering codecs. */
+typedef struct {
+    uint8_t *out;
+    uint64_t acc;
+    unsigned bits;
+} terse_bitw_t;
+
+static inline void terse__bitw_put(terse_bitw_t *w, uint32_t v, unsigned width)
 {
-    size_t bit = idx * width;
-    for (unsigned b = 0; b < width; b++, bit++)
-        if ((v >> b) & 1u)
-            buf[bit >> 3] |= (uint8_t)(1u << (bit & 7));
+    w->acc |= (uint64_t)v << w->bits;
+    w->bits += width;
+    while (w->bits >= 8) {
+        *w->out++ = (uint8_t)w->acc;
+        w->acc >>= 8;
+        w->bits -= 8;
+    }
 }
-static inline uint32_t terse__bits_get(const uint8_t *buf, size_t idx, unsigned width)
+
+static inline void terse__bitw_flush(terse_bitw_t *w)
 {
-    size_t bit = idx * width;
-    uint32_t v = 0;
-    for (unsigned b = 0; b < width; b++, bit++)
-        v |= (uint32_t)((buf[bit >> 3] >> (bit & 7)) & 1u) << b;
+    if (w->bits)
+        *w->out++ = (uint8_t)w->acc;
+    w->acc = 0, w->bits = 0;
+}
+
+typedef struct {
+    const uint8_t *in, *end;
+    uint64_t acc;
+    unsigned bits;
+} terse_bitr_t;
+
+static inline uint32_t terse__bitr_get(terse_bitr_t *r, unsigned width)
+{
+    while (r->bits < width) {
+        r->acc |= (uint64_t)(r->in < r->end ? *r->in++ : 0) << r->bits;
+        r->bits += 8;
+    }
+    uint32_t v = (uint32_t)(r->acc & ((1ull << width) - 1));
+    r->acc >>= width;
+    r->bits -= width;
     return v;
 }
 

@@ -52,25 +52,27 @@ static float bucket_norm(const float *x, size_t n, int p)
     return f > 0 ? nextafterf(f, INFINITY) : f;
 }
 
-/* Level index for y in [0, 1] (u uniform in [0, 1)). */
-static uint32_t nat_level(float y, int s, float u)
+/* Level index for y in [0, 1]; r23 uniform 23 bits. Between two powers of
+ * two y rounds up with probability equal to its mantissa (as C_nat), below
+ * the lowest level 2^(1-s) linearly between 0 and it. */
+static inline uint32_t nat_level(float y, int s, uint32_t r23)
 {
-    if (y <= 0)
+    uint32_t u;
+    memcpy(&u, &y, 4);
+    int e = (int)(u >> 23) - 127; /* y = 2^e (1 + m) */
+    if (u == 0)
         return 0;
-    float lowest = ldexpf(1.0f, 1 - s);
-    if (y < lowest)
-        return u < y / lowest ? 1 : 0;
-    int a;
-    float m = 2 * frexpf(y, &a) - 1; /* y = 2^(a-1) (1 + m) */
-    uint32_t k = (uint32_t)(a - 1 + s);
-    return k + (u < m && k < (uint32_t)s ? 1 : 0);
+    if (e < 1 - s) /* y / 2^(1-s) < 1: up with that probability */
+        return (float)r23 * 0x1p-23f < ldexpf(y, s - 1) ? 1 : 0;
+    uint32_t k = (uint32_t)(e + s);
+    return k + ((r23 < (u & 0x7fffffu)) && k < (uint32_t)s ? 1 : 0);
 }
 
-static uint32_t uni_level(float y, int s, float u)
+static inline uint32_t uni_level(float y, int s, uint32_t r23)
 {
     float t = y * (float)s;
     float f = floorf(t);
-    uint32_t k = (uint32_t)f + (u < t - f ? 1 : 0);
+    uint32_t k = (uint32_t)f + ((float)r23 * 0x1p-23f < t - f ? 1 : 0);
     return k > (uint32_t)s ? (uint32_t)s : k;
 }
 
@@ -91,23 +93,26 @@ static terse_status_t dither_encode(int natural, terse_codec_id_t id, const ters
     memset(out, 0, total);
     terse__codec_put_hdr(out, id, n);
     uint8_t *q = (uint8_t *)out + TERSE_CODEC_HDR;
-    uint8_t *bits = q + 4 * nb;
+    terse_bitw_t bw = {q + 4 * nb, 0, 0};
+    int s = levels_of(p);
+    uint64_t key = terse__rng_next(rng); /* per-value bits: terse__hash32 as in cnat8 */
     for (size_t b = 0; b < nb; b++) {
         size_t lo = b * bsz, m = n - lo < bsz ? n - lo : bsz;
         float norm = bucket_norm(x + lo, m, p->norm);
         if (!isfinite(norm))
             return TERSE_ERR_INVALID_ARG; /* the bucket's norm overflows float */
         memcpy(q + 4 * b, &norm, 4);
-        if (norm == 0)
-            continue;
+        float inv = norm > 0 ? 1.0f / norm : 0;
         for (size_t i = lo; i < lo + m; i++) {
-            float y = fabsf(x[i]) / norm, u = terse__rng_unit(rng);
+            float y = fabsf(x[i]) * inv;
+            uint32_t r = (terse__hash32((uint32_t)i + (uint32_t)key) ^ (uint32_t)(key >> 32)) >> 9;
             if (y > 1)
                 y = 1;
-            uint32_t k = natural ? nat_level(y, levels_of(p), u) : uni_level(y, levels_of(p), u);
-            terse__bits_put(bits, i, w, (k << 1) | (k && x[i] < 0 ? 1u : 0u));
+            uint32_t k = natural ? nat_level(y, s, r) : uni_level(y, s, r);
+            terse__bitw_put(&bw, (k << 1) | (k && x[i] < 0 ? 1u : 0u), w);
         }
     }
+    terse__bitw_flush(&bw);
     *len = total;
     return TERSE_OK;
 }
@@ -126,16 +131,22 @@ static terse_status_t dither_decode_add(int natural, terse_codec_id_t id, const 
         if (!isfinite(norm) || norm < 0)
             return TERSE_ERR_PROTOCOL;
     }
+    int s = levels_of(p);
+    terse_bitr_t br = {bits, (const uint8_t *)code + len, 0, 0};
     for (size_t i = 0; i < n; i++)
-        if ((terse__bits_get(bits, i, w) >> 1) > (uint32_t)levels_of(p))
+        if ((terse__bitr_get(&br, w) >> 1) > (uint32_t)s)
             return TERSE_ERR_PROTOCOL;
+    float lv[32];
+    for (int k = 0; k <= s; k++)
+        lv[k] = level_value(natural, (uint32_t)k, s);
+    br = (terse_bitr_t){bits, (const uint8_t *)code + len, 0, 0};
     for (size_t b = 0; b < nb; b++) {
         size_t lo = b * bsz, m = n - lo < bsz ? n - lo : bsz;
         float norm;
         memcpy(&norm, q + 4 * b, 4);
         for (size_t i = lo; i < lo + m; i++) {
-            uint32_t f = terse__bits_get(bits, i, w);
-            float v = norm * level_value(natural, f >> 1, levels_of(p));
+            uint32_t f = terse__bitr_get(&br, w);
+            float v = norm * lv[f >> 1];
             acc[i] += (f & 1) ? -v : v;
         }
     }
