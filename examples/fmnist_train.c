@@ -2,7 +2,7 @@
  * fmnist_train - data-parallel training on Fashion-MNIST through terse.
  *
  *   fmnist_train [-n ranks] [-m softmax|mlp] [-M method] [-e epochs] [-b batch per rank]
- *                [-l lr] [-u momentum] [-H error-averaging period] [-k top-k ratio]
+ *                [-l lr (default 0.01 softmax, 0.05 mlp)] [-u momentum] [-H error-averaging period] [-k top-k ratio]
  *                [-d data dir] [-s seed] [-T transport]
  *
  * Methods (the update u = lr * local momentum is what each rank sends, so
@@ -386,7 +386,7 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
 int main(int argc, char **argv)
 {
     opts_t o = {.model = "mlp", .method = "full", .data = "/usr/share/datasets/fashion-mnist",
-                .epochs = 5, .batch = 32, .hidden = 128, .H = 20, .nranks = 4, .lr = 0.05,
+                .epochs = 5, .batch = 32, .hidden = 128, .H = 20, .nranks = 4, .lr = 0,
                 .momentum = 0.9, .ratio = 0.01, .seed = 1};
     int c;
     while ((c = getopt(argc, argv, "n:m:M:e:b:l:u:H:k:d:s:T:h:")) != -1) {
@@ -415,6 +415,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "fmnist_train: model must be softmax or mlp\n");
         return 2;
     }
+    if (o.lr <= 0) /* defaults tuned on full precision: 0.01 for softmax, 0.05 for the MLP */
+        o.lr = strcmp(o.model, "mlp") ? 0.01 : 0.05;
     int xr, xs;
     int n = terse_launch_external(&xr, &xs) ? xs : o.nranks;
     return terse_launch(n, 3600, body, &o, NULL) ? 1 : 0;

@@ -377,6 +377,121 @@ TERSE_API size_t terse_compressed_state_size(const terse_compressed_t *c);
 TERSE_API terse_status_t terse_compressed_save(const terse_compressed_t *c, void *buf, size_t len);
 TERSE_API terse_status_t terse_compressed_load(terse_compressed_t *c, const void *buf, size_t len);
 
+/*
+ * Top-k selection by magnitude: the k largest |x_i|, ties to the lower index,
+ * indices ascending. sampled = 1 estimates a threshold from a sample, scans
+ * once for candidates and selects exactly among them (same result as the
+ * exact selection, much faster for k << n). The bucket form selects per
+ * tensor: tensor t is x[offsets[t] .. offsets[t+1]), k_t = max(1, floor(ratio
+ * n_t)); idx gets global indices, *k_out their number.
+ */
+TERSE_API size_t terse_topk_count(size_t n, double ratio);
+TERSE_API terse_status_t terse_topk_select(const float *x, size_t n, size_t k, int sampled,
+                                           uint32_t *idx);
+TERSE_API terse_status_t terse_topk_select_bucket(const float *x, const size_t *offsets,
+                                                  int ntensors, double ratio, int sampled,
+                                                  uint32_t *idx, size_t *k_out);
+
+/*
+ * Sparse allgather over a vector of n floats: every rank contributes k
+ * (index, value) pairs, k its own and different per call; sizes travel with
+ * the data (no extra round trip). Indices go delta- and varint-coded, values
+ * as float32 (lossless), float16 or C_nat. Input rules, the same on every
+ * rank: k <= n, indices < n, finite values - otherwise every rank returns
+ * TERSE_ERR_INVALID_ARG and the communicator stays usable; unsorted indices
+ * are sorted (stable) and duplicates kept (accumulate mode adds them).
+ * Results are identical to the bit on every rank.
+ */
+typedef struct terse_sparse terse_sparse_t;
+
+typedef enum terse_sparse_values {
+    TERSE_SPARSE_FP32 = 0, /* lossless */
+    TERSE_SPARSE_FP16,     /* round to nearest even, saturating at 65504 */
+    TERSE_SPARSE_CNAT8     /* natural compression, unbiased */
+} terse_sparse_values_t;
+
+typedef struct terse_sparse_params {
+    terse_sparse_values_t values; /* default FP32 */
+    int dense_switch;             /* accumulate mode: send the dense vector when it is
+                                   * smaller than the list (SparCML's switch); default 1 */
+    uint64_t seed;                /* C_nat rounding stream */
+} terse_sparse_params_t;
+
+TERSE_API void terse_sparse_params_init(terse_sparse_params_t *params);
+/** Local; ranks must agree on n and the parameters (checked at the first call). */
+TERSE_API terse_status_t terse_sparse_create(terse_comm_t *comm, size_t n,
+                                             const terse_sparse_params_t *params,
+                                             terse_sparse_t **out);
+TERSE_API void terse_sparse_destroy(terse_sparse_t *s);
+
+/** Concatenated lists: rank r's pairs are idx/val[offsets[r] .. offsets[r] + counts[r]),
+ * ascending by index. Memory owned by the handle, valid until its next call. */
+typedef struct terse_sparse_list {
+    size_t total;
+    const size_t *counts, *offsets; /* [comm size] */
+    const uint32_t *idx;
+    const float *val;
+} terse_sparse_list_t;
+
+TERSE_API terse_status_t terse_sparse_allgather(terse_sparse_t *s, const uint32_t *idx,
+                                                const float *val, size_t k,
+                                                terse_sparse_list_t *out);
+/** Accumulate mode: out[0..n) = sum over ranks of their pairs (duplicates added),
+ * summed in rank order. out may not overlap the inputs. */
+TERSE_API terse_status_t terse_sparse_allreduce(terse_sparse_t *s, const uint32_t *idx,
+                                                const float *val, size_t k, float *out);
+
+typedef struct terse_sparse_stats {
+    uint64_t calls, bytes_sent, dense_sends; /* this rank */
+} terse_sparse_stats_t;
+TERSE_API terse_status_t terse_sparse_stats(const terse_sparse_t *s, terse_sparse_stats_t *stats);
+
+/*
+ * SASG: sparse communication with adaptive aggregated gradients (Deng et al.).
+ * Persistent over a parameter vector of n floats. Per step k each rank either
+ * uploads s_m = TopK(lr * grad + e_m) (e_m <- the rest, model copy kept) or
+ * skips (sends no payload; everyone reuses its last s_m). It uploads during
+ * the first D steps, when change_sq > threshold, or after D skips in a row;
+ * threshold = sum of the last D-1 ||update||^2 / (c lr M^2), the same on every
+ * rank. change_sq = ||grad_m(theta^k) - grad_m(theta_hat_m)||^2 on the same
+ * minibatch, computed by the caller at terse_sasg_stale_point() (only it can
+ * evaluate the stale model); pass a negative value when
+ * terse_sasg_need_change() is 0. update = sum over ranks of their current
+ * s_m (apply theta <- theta - update), identical on every rank.
+ */
+typedef struct terse_sasg terse_sasg_t;
+
+typedef struct terse_sasg_params {
+    double ratio;                 /* top-k density (default 0.01) */
+    int D;                        /* window and forced-refresh period (default 10) */
+    double lr;                    /* alpha (default 0.005) */
+    double c;                     /* threshold constant (default 1) */
+    int sampled_topk;             /* default 1 */
+    terse_sparse_values_t values; /* value format of s_m (default FP32) */
+} terse_sasg_params_t;
+
+TERSE_API void terse_sasg_params_init(terse_sasg_params_t *params);
+TERSE_API terse_status_t terse_sasg_create(terse_comm_t *comm, size_t n,
+                                           const terse_sasg_params_t *params, terse_sasg_t **out);
+TERSE_API void terse_sasg_destroy(terse_sasg_t *s);
+/** 1 when this step's decision needs change_sq (not in warm-up or a forced refresh). */
+TERSE_API int terse_sasg_need_change(const terse_sasg_t *s);
+/** The model at this rank's last upload (n floats), where the caller evaluates the stale gradient. */
+TERSE_API const float *terse_sasg_stale_point(const terse_sasg_t *s);
+TERSE_API double terse_sasg_threshold(const terse_sasg_t *s);
+TERSE_API terse_status_t terse_sasg_set_lr(terse_sasg_t *s, double lr);
+/** One step. theta: the current model (kept as the stale point on upload). */
+TERSE_API terse_status_t terse_sasg_step(terse_sasg_t *s, const float *theta, const float *grad,
+                                         double change_sq, float *update, int *uploaded);
+
+typedef struct terse_sasg_stats {
+    uint64_t steps, uploads, skips, bytes_sent; /* this rank */
+} terse_sasg_stats_t;
+TERSE_API terse_status_t terse_sasg_stats(const terse_sasg_t *s, terse_sasg_stats_t *stats);
+TERSE_API size_t terse_sasg_state_size(const terse_sasg_t *s);
+TERSE_API terse_status_t terse_sasg_save(const terse_sasg_t *s, void *buf, size_t len);
+TERSE_API terse_status_t terse_sasg_load(terse_sasg_t *s, const void *buf, size_t len);
+
 /**
  * Print every configuration variable with its default, current value and
  * help text to the given FILE* (stdout if NULL).

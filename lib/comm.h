@@ -37,7 +37,7 @@ typedef struct terse_wire_hdr {
     int32_t root;
     uint32_t placed; /* receiver-local: the payload was placed in user memory */
     uint64_t count;  /* for error messages */
-    uint64_t pad3;
+    uint64_t total;  /* variable-length messages: the whole message's bytes */
 } terse_wire_hdr_t;
 
 typedef struct terse_chan {

@@ -65,10 +65,27 @@ int terse__sched_add(terse_request_t *req, terse_opkind_t kind, terse_action_t a
     return req->nops++;
 }
 
+int terse__sched_send_msg(terse_request_t *req, int peer, const void *src, size_t bytes)
+{
+    size_t chunk = req->comm->chunk, off = 0;
+    int last = -1;
+    do {
+        size_t len = bytes - off < chunk ? bytes - off : chunk;
+        last = terse__sched_add(req, TERSE_OPK_SEND, TERSE_ACT_NONE, peer, NULL, (const char *)src + off,
+                                len, -1, -1);
+        if (last < 0)
+            return -1;
+        req->ops[last].total = bytes;
+        off += len;
+    } while (off < bytes);
+    return last;
+}
+
 void terse__sched_free(terse_request_t *req)
 {
     if (!req)
         return;
+    free(req->recv_chunk);
     free(req->ops);
     free(req->send_idx);
     free(req->send_off);
@@ -141,13 +158,17 @@ terse_status_t terse__sched_commit(terse_request_t *req)
         return TERSE_ERR_NO_MEMORY;
     }
     req->local_idx = malloc(sizeof(int) * (size_t)(req->nops ? req->nops : 1));
-    if (!req->local_idx) {
+    req->recv_chunk = calloc((size_t)req->comm->size, sizeof(int));
+    if (!req->local_idx || !req->recv_chunk) {
         terse__sched_free(req);
         return TERSE_ERR_NO_MEMORY;
     }
-    for (int i = 0; i < req->nops; i++)
+    for (int i = 0; i < req->nops; i++) {
         if (req->ops[i].kind == TERSE_OPK_LOCAL)
             req->local_idx[req->nlocal++] = i;
+        if (req->ops[i].kind == TERSE_OPK_RECV && req->ops[i].action == TERSE_ACT_VARLEN)
+            req->has_varlen = 1;
+    }
     req->remaining = req->nops;
     if (comm->req_tail)
         comm->req_tail->next = req;
@@ -212,7 +233,8 @@ static int issue_sends(terse_comm_t *comm)
                                         .stream = (uint32_t)*cur, .bytes = (uint32_t)o->bytes,
                                         .src = comm->rank, .coll = (uint8_t)req->coll,
                                         .dtype = (uint8_t)req->dtype, .op = (uint8_t)req->op,
-                                        .root = req->root, .count = req->count};
+                                        .root = req->root, .count = req->count,
+                                        .total = o->total};
                 /* registered source memory goes out zero-copy */
                 terse_tp_mr_t *src_mr = o->bytes ? terse__memreg_find(comm, o->src, o->bytes) : NULL;
                 terse_tp_iov_t iov[2] = {{h, TERSE_HDR_SIZE, comm->hdr_mr}, {o->src, o->bytes, src_mr}};
@@ -301,7 +323,10 @@ static int consume_peer(terse_comm_t *comm, int p)
         int *cur = &req->recv_cur[p];
         int end = req->recv_off[p + 1] - req->recv_off[p];
         terse_sched_op_t *o = *cur < end ? &req->ops[req->recv_idx[req->recv_off[p] + *cur]] : NULL;
-        if (h->sig != req->sig || !o || h->stream != (uint32_t)*cur || h->bytes != o->bytes) {
+        int varlen = o && o->action == TERSE_ACT_VARLEN;
+        if (h->sig != req->sig || !o || h->stream != (uint32_t)req->recv_chunk[p] ||
+            (varlen ? h->bytes > h->total - o->got || (o->got && h->total != o->total)
+                    : h->bytes != o->bytes)) {
             char theirs[128], ours[128];
             describe(theirs, sizeof(theirs), h->coll, h->dtype, h->op, h->count, h->seq);
             describe(ours, sizeof(ours), req->coll, req->dtype, req->op, req->count, req->seq);
@@ -313,10 +338,44 @@ static int consume_peer(terse_comm_t *comm, int p)
         }
         if (!deps_done(req, o))
             break;
+        if (varlen) {
+            if (o->got == 0 && !o->posted) {
+                /* first chunk: the message's size, then its buffer */
+                if (h->total > o->bytes) {
+                    terse__comm_fail(comm, TERSE_ERR_PROTOCOL, p, req->seq, 1,
+                                     "rank %d sent a %llu-byte message where at most %zu fit", p,
+                                     (unsigned long long)h->total, o->bytes);
+                    return -1;
+                }
+                o->total = h->total;
+                o->posted = 1;
+                o->dst = req->varlen_alloc(req->varlen_arg, p, o->total);
+                if (!o->dst && o->total) {
+                    terse__comm_fail(comm, TERSE_ERR_NO_MEMORY, p, req->seq, 1,
+                                     "no memory for a %llu-byte message from rank %d",
+                                     (unsigned long long)o->total, p);
+                    return -1;
+                }
+            }
+            if (h->bytes)
+                memcpy((char *)o->dst + o->got, base + TERSE_HDR_SIZE, h->bytes);
+            o->got += h->bytes;
+            comm->stats.chunks_slotted++;
+            req->recv_chunk[p]++;
+            ch->consumed++;
+            ch->credits_owed++;
+            moved++;
+            if (o->got == o->total) {
+                op_done(req, o);
+                (*cur)++;
+            }
+            continue;
+        }
         if (h->placed != TERSE_PLACED_MAGIC) {
             apply_recv(req, o, base + TERSE_HDR_SIZE);
             comm->stats.chunks_slotted++;
         }
+        req->recv_chunk[p]++;
         op_done(req, o);
         (*cur)++;
         ch->consumed++;
@@ -336,7 +395,7 @@ void *terse__comm_place(void *arg, int peer, void *head, size_t head_len, size_t
     if (h->magic != TERSE_WIRE_MAGIC || h->src != peer)
         return NULL;
     terse_request_t *req = find_seq(comm, h->seq);
-    if (!req)
+    if (!req || req->has_varlen)
         return NULL;
     /* Chunks still waiting in slots come first; when they belong to the same
      * call, this one is the op that many places after the cursor. */

@@ -22,7 +22,10 @@ typedef enum {
     TERSE_ACT_REDUCE,  /* RECV: dst = dst op incoming (src_first: incoming op dst) */
     TERSE_ACT_REDUCE3, /* RECV: dst = src op incoming (src is a local input) */
     TERSE_ACT_SCALE,   /* LOCAL: dst /= nranks (AVG) */
-    TERSE_ACT_MEMCPY   /* LOCAL: dst = src */
+    TERSE_ACT_MEMCPY,  /* LOCAL: dst = src */
+    TERSE_ACT_VARLEN   /* RECV: one whole message of a size the sender chose (at most
+                        * `bytes`), over as many chunks as it takes; the buffer comes
+                        * from the request's varlen_alloc once the size is known */
 } terse_action_t;
 
 typedef enum {
@@ -44,8 +47,14 @@ typedef struct terse_sched_op {
     void *dst;
     const void *src;
     size_t bytes;
+    uint64_t total;  /* SEND: bytes of the whole message this chunk belongs to (VARLEN);
+                      * RECV VARLEN: learned from the first chunk */
+    uint64_t got;    /* RECV VARLEN: bytes received so far */
     int32_t dep[2]; /* ops that must be done first (-1: none) */
 } terse_sched_op_t;
+
+/* Where a VARLEN receive from `peer` of `total` bytes goes (NULL: out of memory). */
+typedef void *(*terse_varlen_alloc_fn)(void *arg, int peer, uint64_t total);
 
 struct terse_request {
     terse_comm_t *comm;
@@ -64,6 +73,10 @@ struct terse_request {
     /* Per-peer op lists (indices into ops), built by terse__sched_commit. */
     int *send_idx, *send_off, *send_cur;
     int *recv_idx, *recv_off, *recv_cur;
+    int *recv_chunk; /* chunks consumed per peer (a VARLEN op takes several) */
+    int has_varlen;
+    terse_varlen_alloc_fn varlen_alloc;
+    void *varlen_arg;
     int *local_idx, nlocal, local_cur;
 
     void *scratch;
@@ -79,6 +92,11 @@ terse_status_t terse__sched_new(terse_comm_t *comm, terse_coll_t coll, terse_dty
 /* Add one op; returns its index (>= 0) or -1 when out of memory. */
 int terse__sched_add(terse_request_t *req, terse_opkind_t kind, terse_action_t action, int peer,
                      void *dst, const void *src, size_t bytes, int dep0, int dep1);
+/* A variable-length message to `peer`: chunked SENDs that carry its total
+ * size, so the receiver needs no size exchange (at least one, possibly empty,
+ * chunk). Returns the last op's index or -1 when out of memory. */
+int terse__sched_send_msg(terse_request_t *req, int peer, const void *src, size_t bytes);
+
 /* Finish building, queue the request and make first progress. On failure the
  * request is released. */
 terse_status_t terse__sched_commit(terse_request_t *req);

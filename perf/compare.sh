@@ -1,7 +1,10 @@
 #!/bin/sh
-# Peer comparison: terse allreduce vs Open MPI MPI_Allreduce (ob1, btl tcp on
-# loopback) vs Gloo (ring-chunked and halving-doubling, TCP transport), all
-# float32 sum, in one run, printed as busbw (GB/s) and ratios per size.
+# Peer comparison: terse allreduce (dense, and compressed with C_nat, 1 byte
+# per value) vs Open MPI MPI_Allreduce (ob1, btl tcp on loopback) vs Gloo
+# (ring-chunked and halving-doubling, TCP transport), all float32 sum, in one
+# run, printed as busbw (GB/s) and ratios per size. The compressed column's
+# busbw is dense-equivalent (the float32 size over the time, as for the
+# others): it is how fast the same allreduce completes, at C_nat precision.
 #
 #   perf/compare.sh [-n "2 4"] [-b 4096] [-e 268435456] [-r 3] [-o out.md]
 #
@@ -30,6 +33,10 @@ run_terse() { # n
     ./perf/terse_perf -n "$1" -b "$MINB" -e "$MAXB" -f 4 -w 2 -i 0 -c 1 |
         awk '!/^#/ { if ($8 != 0) { print "terse: wrong results" > "/dev/stderr"; exit 1 } print $1, $7 }'
 }
+run_terse_cnat() { # n: #wrong here counts ranks whose output bits differ
+    ./perf/terse_perf -n "$1" -b "$MINB" -e "$MAXB" -f 4 -w 2 -i 0 -z cnat8 -E 0 |
+        awk '!/^#/ { if ($8 != 0) { print "terse cnat8: replicas differ" > "/dev/stderr"; exit 1 } print $1, $7 }'
+}
 run_mpi() { # n
     $MPIRUN -n "$1" "$W/mpi_bench" "$MINB" "$MAXB" 4 2>/dev/null |
         awk '{ if ($4 != 0) { print "mpi: wrong results" > "/dev/stderr"; exit 1 } print $1, $2 }'
@@ -45,8 +52,9 @@ run_gloo() { # n algo
 for n in $RANKS; do
     rep=1
     while [ "$rep" -le "$REPS" ]; do
-        echo "n=$n repetition $rep/$REPS: terse, Open MPI, Gloo ring-chunked, Gloo halving-doubling" >&2
+        echo "n=$n repetition $rep/$REPS: terse, terse C_nat, Open MPI, Gloo ring-chunked, Gloo halving-doubling" >&2
         run_terse "$n" > "$W/terse.$n.$rep"
+        run_terse_cnat "$n" > "$W/cnat.$n.$rep"
         run_mpi "$n" > "$W/mpi.$n.$rep"
         run_gloo "$n" ring_chunked > "$W/gring.$n.$rep"
         run_gloo "$n" halving_doubling > "$W/ghd.$n.$rep"
@@ -61,15 +69,15 @@ median() { # files... -> "bytes median_busbw" per size
 }
 
 {
-    echo "| ranks | size | terse | Open MPI | Gloo ring | Gloo HD | terse/MPI | terse/best Gloo |"
-    echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| ranks | size | terse | terse C_nat | Open MPI | Gloo ring | Gloo HD | terse/MPI | C_nat/MPI | terse/best Gloo |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for n in $RANKS; do
-        median "$W"/terse.$n.* > "$W/t"; median "$W"/mpi.$n.* > "$W/m"
+        median "$W"/terse.$n.* > "$W/t"; median "$W"/cnat.$n.* > "$W/z"; median "$W"/mpi.$n.* > "$W/m"
         median "$W"/gring.$n.* > "$W/g1"; median "$W"/ghd.$n.* > "$W/g2"
-        join "$W/t" "$W/m" | join - "$W/g1" | join - "$W/g2" | awk -v n="$n" '
+        join "$W/t" "$W/z" | join - "$W/m" | join - "$W/g1" | join - "$W/g2" | awk -v n="$n" '
             function hs(b) { return b >= 1048576 ? b / 1048576 " MiB" : b / 1024 " KiB" }
-            { g = $4 > $5 ? $4 : $5
-              printf "| %d | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", n, hs($1), $2, $3, $4, $5, $2 / $3, $2 / g }'
+            { g = $5 > $6 ? $5 : $6
+              printf "| %d | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", n, hs($1), $2, $3, $4, $5, $6, $2 / $4, $3 / $4, $2 / g }'
     done
 } > "$W/table"
 cat "$W/table"

@@ -6,6 +6,7 @@
  * value as its 1-byte C_nat code: (uint32 index, uint8 code) pairs.
  */
 #include "codec.h"
+#include "../sparse/sparse.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -30,62 +31,6 @@ static size_t topkc_bound(const terse_codec_params_t *p, size_t n)
     return TERSE_CODEC_HDR + 4 + 5 * topk_k(p, n);
 }
 
-/* k-th largest of v[0..n) (1-based k), by quickselect with a median-of-three
- * pivot and a three-way partition (so runs of equal values cannot stall it);
- * v is scrambled. */
-static float kth_largest(float *v, size_t n, size_t k)
-{
-    size_t lo = 0, hi = n, want = k - 1; /* answer lies in v[lo..hi) */
-    while (hi - lo > 1) {
-        float a = v[lo], b = v[lo + (hi - lo) / 2], c = v[hi - 1];
-        float pivot = a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
-        /* order: [greater | equal | less] */
-        size_t gt = lo, i = lo, lt = hi;
-        while (i < lt) {
-            if (v[i] > pivot) {
-                float t = v[i]; v[i] = v[gt]; v[gt] = t;
-                gt++, i++;
-            } else if (v[i] < pivot) {
-                lt--;
-                float t = v[i]; v[i] = v[lt]; v[lt] = t;
-            } else {
-                i++;
-            }
-        }
-        if (want < gt)
-            hi = gt;
-        else if (want < lt)
-            return pivot;
-        else
-            lo = lt;
-    }
-    return v[lo];
-}
-
-/* The k largest magnitudes of x, as ascending indices into idx. */
-static terse_status_t topk_select(const float *x, size_t n, size_t k, uint32_t *idx)
-{
-    if (!k)
-        return TERSE_OK;
-    float *mag = malloc(n * sizeof(float));
-    if (!mag)
-        return TERSE_ERR_NO_MEMORY;
-    for (size_t i = 0; i < n; i++)
-        mag[i] = fabsf(x[i]);
-    float thr = kth_largest(mag, n, k);
-    free(mag);
-    size_t above = 0;
-    for (size_t i = 0; i < n; i++)
-        above += fabsf(x[i]) > thr;
-    size_t ties = k - above, w = 0; /* entries equal to thr taken, lowest index first */
-    for (size_t i = 0; i < n && w < k; i++) {
-        float a = fabsf(x[i]);
-        if (a > thr || (a == thr && ties && ties--))
-            idx[w++] = (uint32_t)i;
-    }
-    return TERSE_OK;
-}
-
 /* Shared by both formats: vsz = 4 (float) or 1 (C_nat byte). */
 static terse_status_t topk_encode_as(terse_codec_id_t id, size_t vsz, const terse_codec_params_t *p,
                                      const float *x, size_t n, void *out, size_t *len, terse_rng_t *rng)
@@ -101,7 +46,7 @@ static terse_status_t topk_encode_as(terse_codec_id_t id, size_t vsz, const ters
     uint32_t *idx = malloc((k ? k : 1) * sizeof(uint32_t));
     if (!idx)
         return TERSE_ERR_NO_MEMORY;
-    terse_status_t st = topk_select(x, n, k, idx);
+    terse_status_t st = terse__topk_sampled(x, n, k, idx); /* same indices as the exact selection */
     for (size_t j = 0; st == TERSE_OK && j < k; j++) {
         unsigned char *e = pairs + (4 + vsz) * j;
         memcpy(e, &idx[j], 4);
