@@ -69,10 +69,11 @@ terse_status_t terse_sparse_create(terse_comm_t *comm, size_t n, const terse_spa
     s->rng = (terse_rng_t){mix(p.seed, (uint64_t)s->r), 0};
     s->rbuf = calloc((size_t)s->n, sizeof(*s->rbuf));
     s->rcap = calloc((size_t)s->n, sizeof(size_t));
+    s->rlen = calloc((size_t)s->n, sizeof(size_t));
     s->parts = calloc((size_t)s->n, sizeof(*s->parts));
     s->counts = calloc((size_t)s->n, sizeof(size_t));
     s->offsets = calloc((size_t)s->n, sizeof(size_t));
-    if (!s->rbuf || !s->rcap || !s->parts || !s->counts || !s->offsets) {
+    if (!s->rbuf || !s->rcap || !s->rlen || !s->parts || !s->counts || !s->offsets) {
         terse_sparse_destroy(s);
         return TERSE_ERR_NO_MEMORY;
     }
@@ -88,7 +89,7 @@ void terse_sparse_destroy(terse_sparse_t *s)
         free(s->rbuf[i]);
     for (int i = 0; s->parts && i < s->n; i++)
         free(s->parts[i].idx), free(s->parts[i].val);
-    free(s->rbuf), free(s->rcap), free(s->parts), free(s->counts), free(s->offsets);
+    free(s->rbuf), free(s->rcap), free(s->rlen), free(s->parts), free(s->counts), free(s->offsets);
     free(s->msg), free(s->sidx), free(s->sval), free(s->oidx), free(s->oval);
     free(s);
 }
@@ -321,6 +322,7 @@ static void *recv_alloc(void *arg, int peer, uint64_t total)
     terse_sparse_t *s = arg;
     if (grow((void **)&s->rbuf[peer], &s->rcap[peer], total ? total : 1, 1))
         return NULL;
+    s->rlen[peer] = total;
     return s->rbuf[peer];
 }
 
@@ -354,28 +356,14 @@ terse_status_t terse__sparse_exchange(terse_sparse_t *s, uint64_t purpose, int k
         }
         req->varlen_alloc = recv_alloc;
         req->varlen_arg = s;
-        /* the receive lengths are the ops' totals: keep the request until read */
-        if ((st = terse__sched_commit(req)) != TERSE_OK)
-            return st; /* commit released the request */
-        st = terse_request_wait(req);
-        size_t *got = calloc((size_t)n, sizeof(size_t));
-        if (st == TERSE_OK && got)
-            for (int i = 0; i < req->nops; i++)
-                if (req->ops[i].kind == TERSE_OPK_RECV)
-                    got[req->ops[i].peer] = req->ops[i].total;
-        terse_request_free(req);
-        if (st != TERSE_OK || !got) {
-            free(got);
-            return st != TERSE_OK ? st : TERSE_ERR_NO_MEMORY;
-        }
+        if ((st = terse__coll_run(req, NULL)) != TERSE_OK) /* recv_alloc notes each length */
+            return st;
         for (int i = 0; i < n; i++)
-            if (i != r && decode_msg(s, i, s->rbuf[i], got[i])) {
-                free(got);
+            if (i != r && decode_msg(s, i, s->rbuf[i], s->rlen[i])) {
                 terse__comm_fail(comm, TERSE_ERR_PROTOCOL, i, comm->next_seq, 1,
                                  "sparse collective: malformed message from rank %d", i);
                 return TERSE_ERR_PROTOCOL;
             }
-        free(got);
     }
     /* our own part from our own message, so lossy values agree everywhere */
     if (decode_msg(s, r, s->msg, s->msg_len))

@@ -50,7 +50,7 @@ struct terse_sparse {
     unsigned char *msg; /* own message */
     size_t msg_cap, msg_len;
     unsigned char **rbuf; /* per peer receive buffer */
-    size_t *rcap;
+    size_t *rcap, *rlen; /* capacity, length of the last message */
     terse_sparse_part_t *parts; /* per rank, decoded */
     uint32_t *sidx;             /* sorted copy of the input */
     float *sval;
