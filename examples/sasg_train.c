@@ -1,0 +1,235 @@
+/*
+ * sasg_train - SASG's experiment on Fashion-MNIST: plain SGD on a 784-512-10
+ * MLP, every rank sends lr x its gradient and the model moves by the SUM of
+ * what arrives (as in the SASG paper), compared four ways:
+ *   dense    dense terse_allreduce every step (every worker uploads)
+ *   topk-em  top-k (ratio -k) with error memory, every worker every step
+ *   lag      the skip rule with dense uploads (SASG with k = n)
+ *   sasg     the skip rule with top-k uploads and error memory
+ * The skip rule needs ||grad(theta) - grad(theta_hat)||^2 on the same
+ * minibatch; this program evaluates the stale gradient at
+ * terse_sasg_stale_point() only when terse_sasg_need_change() says so.
+ *
+ *   sasg_train [-n ranks] [-M method] [-e epochs] [-b batch per rank] [-l lr]
+ *              [-k ratio] [-D window] [-t target accuracy] [-E eval period (steps)]
+ *              [-h hidden] [-s seed] [-d data dir] [-T transport]
+ *
+ * Rank 0 prints EVAL lines (step, uploads so far over all ranks, test
+ * accuracy) and a RESULT line: final accuracy, uploads in all and until the
+ * target accuracy was first reached, skipped worker-steps in the last epoch,
+ * bytes per rank and training time.
+ */
+#include "fmnist.h"
+#include "launcher.h"
+#include "terse.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    const char *method, *data, *transport;
+    int nranks, epochs, batch, D, hidden, eval_every;
+    double lr, ratio, target;
+    uint64_t seed;
+} opts_t;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double evaluate(terse_comm_t *comm, const model_t *m, const float *x, const dataset_t *test, int *tidx,
+                       float *scratch)
+{
+    int n = terse_comm_size(comm), me = terse_comm_rank(comm);
+    int lo = test->n * me / n, hi = test->n * (me + 1) / n, correct = 0;
+    for (int i = lo; i < hi; i++)
+        tidx[i - lo] = i;
+    for (int i = lo; i < hi; i += 256)
+        model_run(m, x, NULL, test, tidx + (i - lo), hi - i < 256 ? hi - i : 256, scratch, &correct);
+    double c = correct, tot;
+    terse_allreduce(comm, &c, &tot, 1, TERSE_FLOAT64, TERSE_SUM);
+    return tot / test->n;
+}
+
+static int body(const terse_launch_ctx_t *ctx, void *arg)
+{
+    const opts_t *o = arg;
+    terse_comm_t *comm;
+    terse_comm_params_t cp = {.rank = ctx->rank, .size = ctx->size, .root_addr = ctx->root,
+                              .secret = ctx->secret, .transport = o->transport, .timeout_sec = 300};
+    terse_status_t st = ctx->root[0] ? terse_comm_create(&cp, &comm) : terse_comm_create_from_env(&comm);
+    if (st != TERSE_OK) {
+        fprintf(stderr, "sasg_train: communicator: %s\n", terse_strerror(st));
+        return 1;
+    }
+    int n = terse_comm_size(comm), me = terse_comm_rank(comm);
+    dataset_t train, test;
+    if (fmnist_load(o->data, "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", &train) ||
+        fmnist_load(o->data, "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", &test))
+        return 1;
+    model_t m = model_make(o->hidden);
+    size_t P = m.nparams;
+    int B = o->batch;
+    float *x = malloc(P * 4), *g = malloc(P * 4), *gs = malloc(P * 4), *u = malloc(P * 4), *upd = malloc(P * 4);
+    float *scratch = malloc(model_scratch(&m, B > 256 ? B : 256) * sizeof(float));
+    int *tidx = malloc(sizeof(int) * (size_t)test.n);
+    model_init(&m, x, o->seed);
+
+    int dense = !strcmp(o->method, "dense");
+    terse_sasg_t *sg = NULL;
+    if (!dense) {
+        terse_sasg_params_t sp;
+        terse_sasg_params_init(&sp);
+        sp.D = o->D;
+        sp.lr = o->lr;
+        sp.ratio = !strcmp(o->method, "lag") ? 1.0 : o->ratio;
+        if (strcmp(o->method, "topk-em") && strcmp(o->method, "lag") && strcmp(o->method, "sasg")) {
+            fprintf(stderr, "sasg_train: unknown method %s\n", o->method);
+            return 1;
+        }
+        if ((st = terse_sasg_create(comm, P, &sp, &sg)) != TERSE_OK) {
+            fprintf(stderr, "sasg_train: sasg: %s\n", terse_strerror(st));
+            return 1;
+        }
+    }
+    int always = !strcmp(o->method, "topk-em"); /* never skips: top-k + error memory alone */
+    int shard = (train.n - me + n - 1) / n, steps;
+    int *order = malloc(sizeof(int) * (size_t)shard);
+    for (int i = 0; i < shard; i++)
+        order[i] = me + i * n;
+    int local = shard / B;
+    terse_allreduce(comm, &local, &steps, 1, TERSE_INT32, TERSE_MIN);
+    uint64_t shuffle = o->seed * 7919 + (uint64_t)me;
+    uint64_t uploads = 0, uploads_at_target = 0, last_epoch_skips = 0, total_steps = 0;
+    int reached = 0;
+    double t_train = 0, acc = 0;
+    terse_comm_stats_t c0;
+    terse_comm_stats(comm, &c0);
+    if (me == 0)
+        printf("# sasg_train: method %s, %d ranks x batch %d, MLP 784-%d-10 (%zu parameters), lr %g "
+               "(update = sum over ranks), top-k %g, D %d, %d steps per epoch\n", o->method, n, B,
+               o->hidden, P, o->lr, o->ratio, o->D, steps);
+    for (int epoch = 1; epoch <= o->epochs; epoch++) {
+        for (int i = shard - 1; i > 0; i--) {
+            int j = (int)(fmnist_rng(&shuffle) % (uint64_t)(i + 1)), t = order[i];
+            order[i] = order[j], order[j] = t;
+        }
+        uint64_t epoch_skips = 0;
+        for (int s = 0; s < steps; s++) {
+            double t0 = now();
+            const int *batch = order + (size_t)s * B;
+            int dummy = 0;
+            model_run(&m, x, g, &train, batch, B, scratch, &dummy);
+            int up = 1;
+            if (dense) {
+                for (size_t i = 0; i < P; i++)
+                    u[i] = (float)o->lr * g[i];
+                st = terse_allreduce(comm, u, upd, P, TERSE_FLOAT32, TERSE_SUM);
+            } else {
+                double change = -1;
+                if (terse_sasg_need_change(sg)) {
+                    if (always) {
+                        change = INFINITY;
+                    } else {
+                        model_run(&m, terse_sasg_stale_point(sg), gs, &train, batch, B, scratch, &dummy);
+                        change = 0;
+                        for (size_t i = 0; i < P; i++)
+                            change += (double)(g[i] - gs[i]) * (g[i] - gs[i]);
+                    }
+                }
+                st = terse_sasg_step(sg, x, g, change, upd, &up);
+            }
+            if (st != TERSE_OK) {
+                const char *d;
+                terse_comm_error(comm, &d);
+                fprintf(stderr, "sasg_train: rank %d: %s (%s)\n", me, terse_strerror(st), d ? d : "");
+                return 1;
+            }
+            for (size_t i = 0; i < P; i++)
+                x[i] -= upd[i];
+            t_train += now() - t0;
+            total_steps++;
+            uint64_t mine = (uint64_t)up, all;
+            terse_allreduce(comm, &mine, &all, 1, TERSE_INT64, TERSE_SUM);
+            uploads += all;
+            epoch_skips += (uint64_t)n - all;
+            if (total_steps % (uint64_t)o->eval_every == 0 || (epoch == o->epochs && s == steps - 1)) {
+                acc = evaluate(comm, &m, x, &test, tidx, scratch);
+                if (!reached && acc >= o->target)
+                    reached = 1, uploads_at_target = uploads;
+                if (me == 0)
+                    printf("EVAL method=%s step=%llu epoch=%d uploads=%llu test_acc=%.4f\n", o->method,
+                           (unsigned long long)total_steps, epoch, (unsigned long long)uploads, acc);
+            }
+        }
+        last_epoch_skips = epoch_skips;
+        if (me == 0)
+            fflush(stdout);
+    }
+    terse_comm_stats_t c1;
+    terse_comm_stats(comm, &c1);
+    uint64_t bytes = c1.bytes_sent - c0.bytes_sent, ball;
+    terse_allreduce(comm, &bytes, &ball, 1, TERSE_INT64, TERSE_SUM);
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < P * 4; i++)
+        h = (h ^ ((unsigned char *)x)[i]) * 1099511628211ull;
+    int64_t hv = (int64_t)h, hmin, hmax;
+    terse_allreduce(comm, &hv, &hmin, 1, TERSE_INT64, TERSE_MIN);
+    terse_allreduce(comm, &hv, &hmax, 1, TERSE_INT64, TERSE_MAX);
+    if (me == 0) {
+        printf("RESULT method=%s final_acc=%.4f uploads=%llu uploads_to_target=%lld target=%.3f "
+               "skipped_last_epoch=%.3f bytes_per_rank=%llu train_time=%.1f replicas=%s\n", o->method, acc,
+               (unsigned long long)uploads, reached ? (long long)uploads_at_target : -1LL, o->target,
+               (double)last_epoch_skips / ((double)steps * n), (unsigned long long)(ball / (uint64_t)n), t_train,
+               hmin == hmax ? "identical" : "DIFFER");
+        fflush(stdout);
+    }
+    terse_sasg_destroy(sg);
+    terse_comm_destroy(comm);
+    free(x), free(g), free(gs), free(u), free(upd), free(scratch), free(tidx), free(order);
+    fmnist_free(&train), fmnist_free(&test);
+    return hmin == hmax ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    opts_t o = {.method = "sasg", .data = FMNIST_DIR, .nranks = 10, .epochs = 5, .batch = 10, .D = 10,
+                .hidden = 512, .eval_every = 300, .lr = 0.005, .ratio = 0.01, .target = 0.85, .seed = 1};
+    int c;
+    while ((c = getopt(argc, argv, "n:M:e:b:l:k:D:t:E:h:s:d:T:")) != -1) {
+        switch (c) {
+        case 'n': o.nranks = atoi(optarg); break;
+        case 'M': o.method = optarg; break;
+        case 'e': o.epochs = atoi(optarg); break;
+        case 'b': o.batch = atoi(optarg); break;
+        case 'l': o.lr = atof(optarg); break;
+        case 'k': o.ratio = atof(optarg); break;
+        case 'D': o.D = atoi(optarg); break;
+        case 't': o.target = atof(optarg); break;
+        case 'E': o.eval_every = atoi(optarg); break;
+        case 'h': o.hidden = atoi(optarg); break;
+        case 's': o.seed = strtoull(optarg, NULL, 10); break;
+        case 'd': o.data = optarg; break;
+        case 'T': o.transport = optarg; break;
+        default:
+            fprintf(stderr, "usage: sasg_train [-n ranks] [-M dense|topk-em|lag|sasg] [-e epochs] [-b batch] "
+                            "[-l lr] [-k ratio] [-D window] [-t target] [-E eval steps] [-h hidden] [-s seed] "
+                            "[-d dir] [-T transport]\n");
+            return 2;
+        }
+    }
+    if (o.eval_every < 1 || o.batch < 1 || o.epochs < 1) {
+        fprintf(stderr, "sasg_train: -E, -b and -e must be positive\n");
+        return 2;
+    }
+    int xr, xs;
+    int n = terse_launch_external(&xr, &xs) ? xs : o.nranks;
+    return terse_launch(n, 4 * 3600, body, &o, NULL) ? 1 : 0;
+}
