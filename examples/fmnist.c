@@ -1,5 +1,7 @@
 /* fmnist.c - Fashion-MNIST loading and the examples' model (see fmnist.h). */
 #include "fmnist.h"
+#include "launcher.h"
+#include "terse.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -200,4 +202,38 @@ size_t model_scratch(const model_t *m, int B)
 {
     size_t in2 = m->hidden ? (size_t)m->hidden : 784;
     return (size_t)B * in2 + (size_t)B * 10 + (size_t)m->hidden + 1024;
+}
+
+int fmnist_setup(const struct terse_launch_ctx *ctx, const char *transport, double timeout, const char *dir,
+                 struct terse_comm **comm, dataset_t *train, dataset_t *test)
+{
+    terse_comm_params_t cp = {.rank = ctx->rank, .size = ctx->size, .root_addr = ctx->root,
+                              .secret = ctx->secret, .transport = transport, .timeout_sec = timeout};
+    terse_status_t st = ctx->root[0] ? terse_comm_create(&cp, comm) : terse_comm_create_from_env(comm);
+    if (st != TERSE_OK) {
+        fprintf(stderr, "communicator: %s\n", terse_strerror(st));
+        return -1;
+    }
+    if (fmnist_load(dir, "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", train) ||
+        fmnist_load(dir, "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", test)) {
+        terse_comm_destroy(*comm);
+        return -1;
+    }
+    return 0;
+}
+
+double fmnist_accuracy(struct terse_comm *comm, const model_t *m, const float *x, const dataset_t *test,
+                       float *scratch)
+{
+    int n = terse_comm_size(comm), me = terse_comm_rank(comm);
+    int lo = test->n * me / n, hi = test->n * (me + 1) / n, correct = 0, idx[256];
+    for (int i = lo; i < hi; i += 256) {
+        int cnt = hi - i < 256 ? hi - i : 256;
+        for (int j = 0; j < cnt; j++)
+            idx[j] = i + j;
+        model_run(m, x, NULL, test, idx, cnt, scratch, &correct);
+    }
+    double c = correct, tot;
+    terse_allreduce(comm, &c, &tot, 1, TERSE_FLOAT64, TERSE_SUM);
+    return tot / test->n;
 }

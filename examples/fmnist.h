@@ -40,4 +40,15 @@ double model_run(const model_t *m, const float *w, float *g, const dataset_t *ds
 
 uint64_t fmnist_rng(uint64_t *s);
 
+struct terse_launch_ctx;
+struct terse_comm;
+/* What both examples do first on a rank: the communicator (from the local
+ * launcher's context, or the environment under mpirun/srun) and the
+ * training and test sets. 0, or -1 with the reason on stderr. */
+int fmnist_setup(const struct terse_launch_ctx *ctx, const char *transport, double timeout,
+                 const char *dir, struct terse_comm **comm, dataset_t *train, dataset_t *test);
+/* Test accuracy of x: each rank scores a slice, counts summed over ranks. */
+double fmnist_accuracy(struct terse_comm *comm, const model_t *m, const float *x, const dataset_t *test,
+                       float *scratch);
+
 #endif

@@ -72,18 +72,11 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
 {
     const opts_t *o = arg;
     terse_comm_t *comm;
-    terse_comm_params_t cp = {.rank = ctx->rank, .size = ctx->size, .root_addr = ctx->root,
-                              .secret = ctx->secret, .transport = o->transport, .timeout_sec = 120};
-    terse_status_t st = ctx->root[0] ? terse_comm_create(&cp, &comm) : terse_comm_create_from_env(&comm);
-    if (st != TERSE_OK) {
-        fprintf(stderr, "fmnist_train: communicator: %s\n", terse_strerror(st));
-        return 1;
-    }
-    int n = terse_comm_size(comm), me = terse_comm_rank(comm);
     dataset_t train, test;
-    if (fmnist_load(o->data, "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", &train) ||
-        fmnist_load(o->data, "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", &test))
+    if (fmnist_setup(ctx, o->transport, 120, o->data, &comm, &train, &test))
         return 1;
+    int n = terse_comm_size(comm), me = terse_comm_rank(comm);
+    terse_status_t st;
     model_t m = model_make(!strcmp(o->model, "mlp") ? o->hidden : 0);
     size_t P = m.nparams;
     float *x = malloc(P * 4), *y = malloc(P * 4), *g = malloc(P * 4), *mom = calloc(P, 4);

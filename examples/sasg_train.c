@@ -44,42 +44,21 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static double evaluate(terse_comm_t *comm, const model_t *m, const float *x, const dataset_t *test, int *tidx,
-                       float *scratch)
-{
-    int n = terse_comm_size(comm), me = terse_comm_rank(comm);
-    int lo = test->n * me / n, hi = test->n * (me + 1) / n, correct = 0;
-    for (int i = lo; i < hi; i++)
-        tidx[i - lo] = i;
-    for (int i = lo; i < hi; i += 256)
-        model_run(m, x, NULL, test, tidx + (i - lo), hi - i < 256 ? hi - i : 256, scratch, &correct);
-    double c = correct, tot;
-    terse_allreduce(comm, &c, &tot, 1, TERSE_FLOAT64, TERSE_SUM);
-    return tot / test->n;
-}
 
 static int body(const terse_launch_ctx_t *ctx, void *arg)
 {
     const opts_t *o = arg;
     terse_comm_t *comm;
-    terse_comm_params_t cp = {.rank = ctx->rank, .size = ctx->size, .root_addr = ctx->root,
-                              .secret = ctx->secret, .transport = o->transport, .timeout_sec = 300};
-    terse_status_t st = ctx->root[0] ? terse_comm_create(&cp, &comm) : terse_comm_create_from_env(&comm);
-    if (st != TERSE_OK) {
-        fprintf(stderr, "sasg_train: communicator: %s\n", terse_strerror(st));
-        return 1;
-    }
-    int n = terse_comm_size(comm), me = terse_comm_rank(comm);
     dataset_t train, test;
-    if (fmnist_load(o->data, "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", &train) ||
-        fmnist_load(o->data, "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", &test))
+    if (fmnist_setup(ctx, o->transport, 300, o->data, &comm, &train, &test))
         return 1;
+    int n = terse_comm_size(comm), me = terse_comm_rank(comm);
+    terse_status_t st;
     model_t m = model_make(o->hidden);
     size_t P = m.nparams;
     int B = o->batch;
     float *x = malloc(P * 4), *g = malloc(P * 4), *gs = malloc(P * 4), *u = malloc(P * 4), *upd = malloc(P * 4);
     float *scratch = malloc(model_scratch(&m, B > 256 ? B : 256) * sizeof(float));
-    int *tidx = malloc(sizeof(int) * (size_t)test.n);
     model_init(&m, x, o->seed);
 
     int dense = !strcmp(o->method, "dense");
@@ -161,7 +140,7 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
             uploads += all;
             epoch_skips += (uint64_t)n - all;
             if (total_steps % (uint64_t)o->eval_every == 0 || (epoch == o->epochs && s == steps - 1)) {
-                acc = evaluate(comm, &m, x, &test, tidx, scratch);
+                acc = fmnist_accuracy(comm, &m, x, &test, scratch);
                 if (!reached && acc >= o->target)
                     reached = 1, uploads_at_target = uploads;
                 if (me == 0)
@@ -193,7 +172,7 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
     }
     terse_sasg_destroy(sg);
     terse_comm_destroy(comm);
-    free(x), free(g), free(gs), free(u), free(upd), free(scratch), free(tidx), free(order);
+    free(x), free(g), free(gs), free(u), free(upd), free(scratch), free(order);
     fmnist_free(&train), fmnist_free(&test);
     return hmin == hmax ? 0 : 1;
 }

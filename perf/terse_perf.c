@@ -32,7 +32,17 @@ typedef struct {
     const char *codec;  /* -z: compressed allreduce with this codec */
     const char *algo;   /* -a: its algorithm */
     int feedback;       /* -E: worker error feedback */
+    double density;     /* -k: sparse_allreduce pairs per rank / n */
 } opts_t;
+
+/* The persistent handles a size needs (compressed or sparse runs). */
+typedef struct {
+    terse_compressed_t *cz;
+    terse_sparse_t *sp;
+    uint32_t *sidx;
+    float *sval;
+    size_t sk;
+} special_t;
 
 static const char *algo_names[] = {"auto", "allgather", "two_phase", "ring"};
 
@@ -123,10 +133,12 @@ static double expected(const opts_t *o, int n, int block_rank, size_t i)
 }
 
 static terse_status_t run_once(terse_comm_t *comm, const opts_t *o, void *in, void *out, size_t count,
-                               terse_compressed_t *cz)
+                               const special_t *sx)
 {
-    if (cz)
-        return terse_compressed_allreduce(cz, in, out);
+    if (sx->cz)
+        return terse_compressed_allreduce(sx->cz, in, out);
+    if (sx->sp)
+        return terse_sparse_allreduce(sx->sp, sx->sidx, sx->sval, sx->sk, out);
     if (!strcmp(o->coll, "allreduce"))
         return terse_allreduce(comm, in, out, count, o->dtype, o->op);
     if (!strcmp(o->coll, "allgather"))
@@ -150,7 +162,8 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
     int n = terse_comm_size(comm), me = terse_comm_rank(comm);
     size_t esz = terse_dtype_size(o->dtype);
     int gather = !strcmp(o->coll, "allgather"), rs = !strcmp(o->coll, "reduce_scatter");
-    double busf = !strcmp(o->coll, "allreduce") ? 2.0 * (n - 1) / n
+    int sparse = !strcmp(o->coll, "sparse_allreduce");
+    double busf = !strcmp(o->coll, "allreduce") || sparse ? 2.0 * (n - 1) / n
                   : (gather || rs) ? (double)(n - 1) / n : 1.0;
     /* "size" is the whole result (allreduce/broadcast/allgather output, reduce_scatter input), as in nccl-tests */
     size_t maxcount = o->maxb / esz;
@@ -177,10 +190,14 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
             printf("# compressed allreduce, codec %s, error feedback %d; #wrong counts ranks whose "
                    "output differs; sent = payload bytes per call of rank 0, ratio = sent / dense ring\n",
                    o->codec, o->feedback);
+        if (sparse)
+            printf("# sparse allreduce, %.4g of the values per rank; #wrong counts ranks whose output "
+                   "differs; sent = payload bytes per call of rank 0, ratio = sent / dense ring\n",
+                   o->density);
         printf("#%12s %12s %9s %7s %10s %8s %8s %7s%s\n", "size", "count", "type", "redop", "time",
-               "algbw", "busbw", "#wrong", o->codec ? "         sent  ratio algo" : "");
+               "algbw", "busbw", "#wrong", o->codec || sparse ? "         sent  ratio algo" : "");
         printf("#%12s %12s %9s %7s %10s %8s %8s %7s%s\n", "(B)", "(elements)", "", "", "(us)", "(GB/s)",
-               "(GB/s)", "", o->codec ? "          (B)" : "");
+               "(GB/s)", "", o->codec || sparse ? "          (B)" : "");
         fflush(stdout);
     }
     int fail = 0;
@@ -197,7 +214,26 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
             size_t k = ((size_t)256 << 20) / (bytes ? bytes : 1);
             iters = k < 5 ? 5 : k > 200 ? 200 : (int)k;
         }
+        special_t sx = {0};
         terse_compressed_t *cz = NULL;
+        if (sparse) {
+            /* k = density x n distinct indices per rank, spread with a rank-dependent offset */
+            size_t k = (size_t)(o->density * (double)total);
+            k = k < 1 ? 1 : k > total ? total : k;
+            size_t stride = total / k;
+            sx.sidx = malloc(k * sizeof(uint32_t));
+            sx.sval = malloc(k * sizeof(float));
+            for (size_t j = 0; j < k; j++) {
+                sx.sidx[j] = (uint32_t)(j * stride + (size_t)(me * 7919) % stride);
+                sx.sval[j] = (float)pattern(me, j) - 2.0f;
+            }
+            sx.sk = k;
+            if (!sx.sidx || !sx.sval || (st = terse_sparse_create(comm, total, NULL, &sx.sp)) != TERSE_OK) {
+                fprintf(stderr, "terse_perf: rank %d: sparse allreduce: %s\n", me, terse_strerror(st));
+                fail = 1;
+                break;
+            }
+        }
         if (o->codec) {
             terse_compressed_params_t cp;
             terse_compressed_params_init(&cp);
@@ -207,20 +243,21 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
             for (int a = 0; a < 4; a++)
                 if (o->algo && !strcmp(o->algo, algo_names[a]))
                     cp.algo = (terse_compressed_algo_t)a;
-            if ((st = terse_compressed_create(comm, total, &cp, &cz)) != TERSE_OK) {
+            if ((st = terse_compressed_create(comm, total, &cp, &sx.cz)) != TERSE_OK) {
                 fprintf(stderr, "terse_perf: rank %d: compressed allreduce: %s\n", me, terse_strerror(st));
                 fail = 1;
                 break;
             }
+            cz = sx.cz;
         }
         for (int i = 0; i < o->warmup; i++)
-            if ((st = run_once(comm, o, in, out, count, cz)) != TERSE_OK)
+            if ((st = run_once(comm, o, in, out, count, &sx)) != TERSE_OK)
                 break;
         if (st == TERSE_OK)
             st = terse_barrier(comm);
         double t0 = now();
         for (int i = 0; i < iters && st == TERSE_OK; i++)
-            st = run_once(comm, o, in, out, count, cz);
+            st = run_once(comm, o, in, out, count, &sx);
         double el = (now() - t0) / iters;
         if (st != TERSE_OK) {
             const char *d;
@@ -234,9 +271,18 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
         terse_allreduce(comm, &el, &tmax, 1, TERSE_FLOAT64, TERSE_MAX);
         int64_t wrong = 0;
         terse_compressed_stats_t zs = {0};
-        if (cz) {
-            /* lossy: check that every rank holds the same bits instead */
-            terse_compressed_stats(cz, &zs);
+        if (cz || sx.sp) {
+            /* lossy (or sparse): check that every rank holds the same bits instead */
+            if (cz)
+                terse_compressed_stats(cz, &zs);
+            if (sx.sp) {
+                terse_sparse_stats_t ss;
+                terse_sparse_stats(sx.sp, &ss);
+                zs.bytes_sent = ss.calls ? ss.bytes_sent / ss.calls : 0;
+                zs.dense_bytes = n > 1 ? 2 * (uint64_t)(n - 1) * 4 * total / (uint64_t)n : 0;
+                zs.ratio = zs.dense_bytes ? (double)zs.bytes_sent / (double)zs.dense_bytes : 0;
+                zs.algorithm = ss.dense_sends ? "dense" : "sparse";
+            }
             uint64_t h = 1469598103934665603ull;
             for (size_t i = 0; i < total * esz; i++)
                 h = (h ^ (unsigned char)out[i]) * 1099511628211ull;
@@ -245,10 +291,12 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
             terse_allreduce(comm, &hv, &hmax, 1, TERSE_INT64, TERSE_MAX);
             wrong = hmin != hmax;
             terse_compressed_destroy(cz);
+            terse_sparse_destroy(sx.sp);
+            free(sx.sidx), free(sx.sval);
         } else if (o->check) {
             fill(o->dtype, in, incount, me);
             memset(out, 0, (rs ? count : total) * esz);
-            run_once(comm, o, in, out, count, cz);
+            run_once(comm, o, in, out, count, &sx);
             size_t nout = rs ? count : total;
             for (size_t i = 0; i < nout; i++) {
                 size_t gi = rs ? (size_t)me * count + i : i;
@@ -264,7 +312,7 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
             printf(" %12zu %12zu %9s %7s %10.1f %8.2f %8.2f %7lld", total * esz, total,
                    terse_dtype_name(o->dtype), (gather || !strcmp(o->coll, "broadcast")) ? "none" : terse_op_name(o->op),
                    tmax * 1e6, sz / tmax / 1e9, sz / tmax / 1e9 * busf, (long long)wrong);
-            if (o->codec)
+            if (o->codec || sparse)
                 printf(" %12llu %6.3f %s", (unsigned long long)zs.bytes_sent, zs.ratio, zs.algorithm);
             printf("\n");
             fflush(stdout);
@@ -293,12 +341,13 @@ static void usage(void)
     fprintf(stderr,
             "usage: terse_perf [-n ranks] [-b minbytes] [-e maxbytes] [-f factor] [-w warmup]\n"
             "                  [-i iters (0: auto)] [-d float32|float64|float16|bfloat16|int32|int64]\n"
-            "                  [-o sum|prod|min|max|avg] [-t allreduce|allgather|reduce_scatter|broadcast]\n"
+            "                  [-o sum|prod|min|max|avg] [-t allreduce|allgather|reduce_scatter|broadcast|sparse_allreduce]\n"
             "                  [-c 0|1] [-T tcp|verbs|auto] [-R 0|1] [--config]\n"
             "                  [-z codec [-a auto|allgather|two_phase|ring] [-E 0|1]]\n"
             "  -R 1  register the buffers with terse_mem_register (zero-copy sends on verbs)\n"
             "  -z C  compressed allreduce (float32, sum/avg) with codec C (cnat8, sign, topk, ...);\n"
             "        -a its algorithm, -E 0 turns worker error feedback off\n"
+            "  -t sparse_allreduce [-k density]: sparse allreduce of density x n pairs per rank\n"
             "  -n N  fork N local ranks (default: the ranks of mpirun/srun, else 2)\n");
 }
 
@@ -306,10 +355,10 @@ int main(int argc, char **argv)
 {
     opts_t o = {.minb = 8, .maxb = 32 << 20, .factor = 2, .warmup = 5, .iters = 0, .check = 1,
                 .nranks = 0, .dtype = TERSE_FLOAT32, .op = TERSE_SUM, .coll = "allreduce",
-                .feedback = 1};
+                .feedback = 1, .density = 0.01};
     static struct option lopts[] = {{"config", no_argument, 0, 'C'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "n:b:e:f:w:i:d:o:t:c:T:R:z:a:E:h", lopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "n:b:e:f:w:i:d:o:t:c:T:R:z:a:E:k:h", lopts, NULL)) != -1) {
         switch (c) {
         case 'n': o.nranks = atoi(optarg); break;
         case 'b': if (parse_size(optarg, &o.minb)) { usage(); return 2; } break;
@@ -323,6 +372,7 @@ int main(int argc, char **argv)
         case 'z': o.codec = optarg; break;
         case 'a': o.algo = optarg; break;
         case 'E': o.feedback = atoi(optarg); break;
+        case 'k': o.density = atof(optarg); break;
         case 't': o.coll = optarg; break;
         case 'd': {
             int k;
@@ -343,8 +393,15 @@ int main(int argc, char **argv)
         }
     }
     if (strcmp(o.coll, "allreduce") && strcmp(o.coll, "allgather") && strcmp(o.coll, "reduce_scatter") &&
-        strcmp(o.coll, "broadcast")) {
+        strcmp(o.coll, "broadcast") && strcmp(o.coll, "sparse_allreduce")) {
         usage();
+        return 2;
+    }
+    if ((o.codec || !strcmp(o.coll, "sparse_allreduce")) &&
+        (strcmp(o.coll, o.codec ? "allreduce" : "sparse_allreduce") || o.dtype != TERSE_FLOAT32 ||
+         (o.op != TERSE_SUM && o.op != TERSE_AVG) || !(o.density > 0 && o.density <= 1))) {
+        fprintf(stderr, "terse_perf: -z and -t sparse_allreduce take float32 sum (or avg for -z), "
+                        "density in (0, 1]\n");
         return 2;
     }
     if (o.factor <= 1 || o.iters < 0 || o.minb > o.maxb || o.minb < terse_dtype_size(o.dtype)) {

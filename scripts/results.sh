@@ -15,7 +15,10 @@ MODELS=${MODELS:-"softmax mlp"}
 bin=examples/fmnist_train
 [ -x "$bin" ] || { echo "results: build first (sh scripts/build.sh); $bin needs zlib1g-dev" >&2; exit 1; }
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+keep=$(mktemp)
+trap 'rm -f "$log" "$keep"' EXIT
+# the SASG section (scripts/sasg_results.sh) survives a rerun of this one
+[ -f "$out" ] && sed -n '/<!-- sasg:begin -->/,/<!-- sasg:end -->/p' "$out" >"$keep"
 for model in $MODELS; do
     for method in $METHODS; do
         for seed in $SEEDS; do
@@ -80,5 +83,6 @@ cpu=$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
         }
         if (differ) print "\n**Some replicas differed: see the run log.**"
     }' "$log"
+    if [ -s "$keep" ]; then echo; cat "$keep"; fi
 } >"$out"
 echo "results: wrote $out" >&2

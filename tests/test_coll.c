@@ -85,26 +85,6 @@ static void expect(terse_dtype_t dt, terse_op_t op, int n, size_t i, void *out, 
         terse__scale_avg(dt, (char *)out + j * terse_dtype_size(dt), 1, n);
 }
 
-static uint64_t fnv(const void *p, size_t len)
-{
-    const unsigned char *c = p;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ c[i]) * 1099511628211ull;
-    return h;
-}
-
-/* All ranks hold the same bytes? (allgather of a hash, checked everywhere) */
-static int same_everywhere(terse_comm_t *comm, const void *buf, size_t len)
-{
-    int n = terse_comm_size(comm);
-    int64_t h = (int64_t)fnv(buf, len), *all = malloc(sizeof(int64_t) * (size_t)n);
-    int ok = terse_allgather(comm, &h, all, 1, TERSE_INT64) == TERSE_OK;
-    for (int r = 0; ok && r < n; r++)
-        ok = all[r] == h;
-    free(all);
-    return ok;
-}
 
 /* ---- rank bodies -------------------------------------------------------- */
 
@@ -175,7 +155,7 @@ static int body_identical(const terse_launch_ctx_t *ctx, void *arg)
                 }
                 st = terse_allreduce(comm, buf, buf, n, dts[d], op);
                 RCHECK(ctx, st == TERSE_OK, "allreduce: %s", terse_strerror(st));
-                RCHECK(ctx, same_everywhere(comm, buf, n * esz),
+                RCHECK(ctx, test_same_everywhere(comm, buf, n * esz),
                        "%s %s count %zu: ranks got different bits", terse_dtype_name(dts[d]),
                        terse_op_name(op), n);
                 double tol = dts[d] == TERSE_FLOAT64 ? 1e-9 : dts[d] == TERSE_FLOAT32 ? 1e-4 : 0.1;

@@ -25,31 +25,9 @@ static int g_quick; /* TERSE_TEST_QUICK: smaller tensors in the emulated guest *
 
 static terse_status_t make_comm(const terse_launch_ctx_t *ctx, terse_comm_t **comm)
 {
-    terse_comm_params_t p = {.rank = ctx->rank, .size = ctx->size, .root_addr = ctx->root,
-                             .secret = ctx->secret, .transport = g_transport, .timeout_sec = 60};
-    return terse_comm_create(&p, comm);
+    return test_comm_over(ctx, g_transport, comm);
 }
 
-static uint64_t fnv(const void *p, size_t len)
-{
-    const unsigned char *c = p;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ c[i]) * 1099511628211ull;
-    return h;
-}
-
-/* All ranks hold the same bytes? */
-static int same_everywhere(terse_comm_t *comm, const void *buf, size_t len)
-{
-    int n = terse_comm_size(comm);
-    int64_t h = (int64_t)fnv(buf, len), *all = malloc(sizeof(int64_t) * (size_t)n);
-    int ok = terse_allgather(comm, &h, all, 1, TERSE_INT64) == TERSE_OK;
-    for (int r = 0; ok && r < n; r++)
-        ok = all[r] == h;
-    free(all);
-    return ok;
-}
 
 /* Inputs that are multiples of 2^-8 in [-4, 4]: every sum in these tests is exact. */
 static void dyadic(float *x, size_t n, int rank, int step)
@@ -206,9 +184,9 @@ static int body_error_average(const terse_launch_ctx_t *ctx, void *arg)
         for (int step = 1; step <= 7; step++) {
             gaussianish(x, n, ctx->rank, step);
             RCHECK(ctx, terse_compressed_allreduce(c, x, out) == TERSE_OK, "run");
-            RCHECK(ctx, same_everywhere(comm, out, n * 4), "outputs differ");
+            RCHECK(ctx, test_same_everywhere(comm, out, n * 4), "outputs differ");
             terse_compressed_residual(c, e);
-            int same = same_everywhere(comm, e, n * 4);
+            int same = test_same_everywhere(comm, e, n * 4);
             if (step % 3 == 0)
                 RCHECK(ctx, same, "%s step %d: residuals differ after averaging", codecs[k], step);
             else if (ctx->size > 1)
@@ -263,7 +241,7 @@ static int body_identical(const terse_launch_ctx_t *ctx, void *arg)
                 gaussianish(x, n, ctx->rank, step);
                 st = terse_compressed_allreduce(c, x, out);
                 RCHECK(ctx, st == TERSE_OK, "%s algo %d: %s", all_codecs[k], a, terse_strerror(st));
-                RCHECK(ctx, same_everywhere(comm, out, n * 4), "%s algo %d: outputs differ",
+                RCHECK(ctx, test_same_everywhere(comm, out, n * 4), "%s algo %d: outputs differ",
                        all_codecs[k], a);
                 RCHECK(ctx, terse_allreduce(comm, x, ref, n, TERSE_FLOAT32, TERSE_AVG) == TERSE_OK, "ref");
                 for (size_t i = 0; i < n; i++) {
@@ -401,7 +379,7 @@ static int body_errors(const terse_launch_ctx_t *ctx, void *arg)
         gaussianish(x, n, ctx->rank, 2);
         st = terse_compressed_allreduce(c, x, out);
         RCHECK(ctx, st == TERSE_OK, "after NaN: %s", terse_strerror(st));
-        RCHECK(ctx, same_everywhere(comm, out, n * 4), "outputs differ");
+        RCHECK(ctx, test_same_everywhere(comm, out, n * 4), "outputs differ");
         terse_compressed_destroy(c);
     }
     free(x), free(out), free(e0), free(e1);
@@ -441,17 +419,8 @@ static const body_t bodies[] = {
 static int g_body;
 static void run_body(void)
 {
-    for (int i = 0; i < NRC; i++) {
-        int n = rank_counts[i], codes[8];
-        int rc = terse_launch(n, CASE_TIMEOUT, bodies[g_body].fn, NULL, codes);
-        if (rc < 0)
-            continue; /* other size under mpirun */
-        for (int r = 0; r < n; r++)
-            if (codes[r] != 0)
-                fprintf(stderr, "  %s, %d ranks over %s: rank %d exited with %d%s\n", bodies[g_body].name, n,
-                        g_transport, r, codes[r], codes[r] == TERSE_LAUNCH_TIMEOUT ? " (timeout)" : "");
-        CU_ASSERT_EQUAL(rc, 0);
-    }
+    CU_ASSERT_EQUAL(test_run_ranks(bodies[g_body].name, g_transport, bodies[g_body].fn, rank_counts, NRC,
+                                   CASE_TIMEOUT), 0);
     g_body++;
 }
 

@@ -25,30 +25,9 @@ static const int rank_counts[] = {1, 2, 3, 4, 5, 8};
 
 static terse_status_t make_comm(const terse_launch_ctx_t *ctx, terse_comm_t **comm)
 {
-    terse_comm_params_t p = {.rank = ctx->rank, .size = ctx->size, .root_addr = ctx->root,
-                             .secret = ctx->secret, .transport = g_transport, .timeout_sec = 60};
-    return terse_comm_create(&p, comm);
+    return test_comm_over(ctx, g_transport, comm);
 }
 
-static uint64_t fnv(const void *p, size_t len)
-{
-    const unsigned char *c = p;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ c[i]) * 1099511628211ull;
-    return h;
-}
-
-static int same_everywhere(terse_comm_t *comm, const void *buf, size_t len)
-{
-    int n = terse_comm_size(comm);
-    int64_t h = (int64_t)fnv(buf, len), *all = malloc(sizeof(int64_t) * (size_t)n);
-    int ok = terse_allgather(comm, &h, all, 1, TERSE_INT64) == TERSE_OK;
-    for (int r = 0; ok && r < n; r++)
-        ok = all[r] == h;
-    free(all);
-    return ok;
-}
 
 static uint64_t lcg(uint64_t *s)
 {
@@ -124,7 +103,7 @@ static int body_sparse(const terse_launch_ctx_t *ctx, void *arg)
             /* (rank 0's dense round under C_nat re-rounds its summed duplicates: not exact) */
             if (!(fmt == TERSE_SPARSE_CNAT8 && t == 4))
                 RCHECK(ctx, memcmp(out, ref, n * 4) == 0, "fmt %d round %d: dense sum differs", fmt, t);
-            RCHECK(ctx, same_everywhere(comm, out, n * 4), "outputs differ across ranks");
+            RCHECK(ctx, test_same_everywhere(comm, out, n * 4), "outputs differ across ranks");
         }
         terse_sparse_stats_t ss;
         terse_sparse_stats(s, &ss);
@@ -203,7 +182,7 @@ static int body_sasg(const terse_launch_ctx_t *ctx, void *arg)
         int need = terse_sasg_need_change(s);
         double thr = terse_sasg_threshold(s);
         /* the threshold is the same everywhere and follows the formula */
-        RCHECK(ctx, same_everywhere(comm, &thr, sizeof(thr)), "step %d: thresholds differ", step);
+        RCHECK(ctx, test_same_everywhere(comm, &thr, sizeof(thr)), "step %d: thresholds differ", step);
         if (step >= D) {
             double want = 0;
             for (int j = step - (D - 1); j < step; j++)
@@ -221,7 +200,7 @@ static int body_sasg(const terse_launch_ctx_t *ctx, void *arg)
         terse_status_t st = terse_sasg_step(s, theta, grad, need ? change : -1, upd, &uploaded);
         RCHECK(ctx, st == TERSE_OK, "step %d: %s", step, terse_strerror(st));
         RCHECK(ctx, uploaded == (step < D || step == 3 || !need), "step %d: uploaded %d", step, uploaded);
-        RCHECK(ctx, same_everywhere(comm, upd, n * 4), "step %d: updates differ", step);
+        RCHECK(ctx, test_same_everywhere(comm, upd, n * 4), "step %d: updates differ", step);
         if (!uploaded) /* everyone skipped: the stale contributions, reused exactly */
             RCHECK(ctx, memcmp(upd, prev, n * 4) == 0, "step %d: skip changed the update", step);
         norms[step] = 0;
@@ -330,17 +309,8 @@ static const body_t bodies[] = {
 static int g_body;
 static void run_body(void)
 {
-    for (int i = 0; i < NRC; i++) {
-        int n = rank_counts[i], codes[8];
-        int rc = terse_launch(n, CASE_TIMEOUT, bodies[g_body].fn, NULL, codes);
-        if (rc < 0)
-            continue;
-        for (int r = 0; r < n; r++)
-            if (codes[r] != 0)
-                fprintf(stderr, "  %s, %d ranks over %s: rank %d exited with %d%s\n", bodies[g_body].name, n,
-                        g_transport, r, codes[r], codes[r] == TERSE_LAUNCH_TIMEOUT ? " (timeout)" : "");
-        CU_ASSERT_EQUAL(rc, 0);
-    }
+    CU_ASSERT_EQUAL(test_run_ranks(bodies[g_body].name, g_transport, bodies[g_body].fn, rank_counts, NRC,
+                                   CASE_TIMEOUT), 0);
     g_body++;
 }
 
