@@ -88,12 +88,14 @@ static int body_silent(const terse_launch_ctx_t *ctx, void *arg)
 {
     (void)arg;
     terse_comm_t *comm;
-    RCHECK(ctx, mk(ctx, 2.0, NULL, &comm) == TERSE_OK, "create");
+    /* 5 s, not less: the same limit bounds the rendezvous, which in the
+     * emulated soft-RoCE guest under CI load can take a few seconds */
+    RCHECK(ctx, mk(ctx, 5.0, NULL, &comm) == TERSE_OK, "create");
     float x[1000] = {0};
     RCHECK(ctx, terse_allreduce(comm, x, x, 1000, TERSE_FLOAT32, TERSE_SUM) == TERSE_OK, "warm-up");
     int silent = 1;
     if (ctx->rank == silent) {
-        sleep(6); /* never calls the collective within the others' timeout */
+        sleep(12); /* never calls the collective within the others' timeout */
         terse_comm_destroy(comm);
         return 0;
     }
@@ -103,7 +105,7 @@ static int body_silent(const terse_launch_ctx_t *ctx, void *arg)
     const char *detail;
     terse_comm_error(comm, &detail);
     RCHECK(ctx, st == TERSE_ERR_TIMEOUT, "got %s (%s), want TIMEOUT", terse_strerror(st), detail);
-    RCHECK(ctx, el >= 1.9 && el < 10, "timeout after %.2f s, TERSE_TIMEOUT 2 s", el);
+    RCHECK(ctx, el >= 4.9 && el < 25, "timeout after %.2f s, TERSE_TIMEOUT 5 s", el);
     RCHECK(ctx, strstr(detail, "rank") != NULL, "detail '%s' names no peer", detail);
     terse_comm_destroy(comm);
     return 0;
@@ -282,7 +284,7 @@ static void expect_ok(int n, double limit, terse_rank_fn fn, void *arg, const ch
 
 static void t_kill3(void) { expect_ok(3, 60, body_kill, NULL, "kill 3"); }
 static void t_kill5(void) { expect_ok(5, 60, body_kill, NULL, "kill 5"); }
-static void t_silent(void) { expect_ok(4, 30, body_silent, NULL, "silent"); }
+static void t_silent(void) { expect_ok(4, 60, body_silent, NULL, "silent"); }
 static void t_secret(void) { expect_ok(3, 40, body_secret, NULL, "secret"); }
 static void t_absent(void) { expect_ok(3, 30, body_absent, NULL, "absent"); }
 static void t_departed(void) { expect_ok(3, 30, body_departed, NULL, "departed"); }
