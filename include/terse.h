@@ -455,8 +455,9 @@ TERSE_API terse_status_t terse_sparse_stats(const terse_sparse_t *s, terse_spars
  * threshold = sum of the last D-1 ||update||^2 / (c lr M^2), the same on every
  * rank. change_sq = ||grad_m(theta^k) - grad_m(theta_hat_m)||^2 on the same
  * minibatch, computed by the caller at terse_sasg_stale_point() (only it can
- * evaluate the stale model); pass a negative value when
- * terse_sasg_need_change() is 0. update = sum over ranks of their current
+ * evaluate the stale model; +inf forces an upload, NaN or a negative value
+ * when it is needed is TERSE_ERR_INVALID_ARG on every rank); pass a negative
+ * value when terse_sasg_need_change() is 0. update = sum over ranks of their current
  * s_m (apply theta <- theta - update), identical on every rank.
  */
 typedef struct terse_sasg terse_sasg_t;

@@ -21,6 +21,7 @@ for m in dense topk-em lag sasg; do
     echo "sasg_results: $m" >&2
     "$bin" -n "$RANKS" -M "$m" -e "$EPOCHS" -t "$TARGET" -s "$SEED" -E 300 | tee -a "$log" | grep -E "^RESULT" >&2
 done
+[ "$(grep -c '^RESULT' "$log")" -eq 4 ] || { echo "sasg_results: a run failed" >&2; exit 1; }
 {
     echo "<!-- sasg:begin -->"
     echo "## SASG on Fashion-MNIST (sparse allgather + adaptive skipping)"

@@ -174,11 +174,11 @@ terse_status_t terse_sasg_step(terse_sasg_t *s, const float *theta, const float 
         return TERSE_ERR_INVALID_ARG;
     int need = terse_sasg_need_change(s);
     int up = !need || change_sq > terse_sasg_threshold(s);
-    int bad = need && !(change_sq >= 0 && isfinite(change_sq));
+    int bad = need && !(change_sq >= 0); /* NaN or negative; +inf forces an upload */
     size_t k = 0;
     terse_status_t st;
     if (bad) {
-        TERSE_WARN(COLL, "sasg_step: change_sq %g must be a finite value >= 0 at this step", change_sq);
+        TERSE_WARN(COLL, "sasg_step: change_sq %g must be >= 0 at this step", change_sq);
         st = terse__sparse_exchange(s->sp, s->sig, TERSE_SPMSG_POISON, NULL, NULL, 0, 0);
         return st == TERSE_OK ? TERSE_ERR_INVALID_ARG : st;
     }
