@@ -247,6 +247,19 @@ static int body_sasg(const terse_launch_ctx_t *ctx, void *arg)
         RCHECK(ctx, memcmp(upd, after_ck + (size_t)(step - 10) * n, n * 4) == 0, "step %d differs after resume", step);
     }
     terse_sasg_destroy(r);
+    /* k = n: uploads travel dense; the update is exactly the sum of lr x grad */
+    p.ratio = 1.0;
+    RCHECK(ctx, terse_sasg_create(comm, n, &p, &r) == TERSE_OK, "create dense");
+    for (size_t i = 0; i < n; i++)
+        grad[i] = (float)((int)((i * 7 + (size_t)ctx->rank * 13) % 61) - 30) / 8.0f;
+    RCHECK(ctx, terse_sasg_step(r, theta, grad, -1, upd, &uploaded) == TERSE_OK && uploaded, "dense step");
+    for (size_t i = 0; i < n; i++) {
+        float want = 0;
+        for (int q = 0; q < ctx->size; q++)
+            want += 0.5f * ((float)((int)((i * 7 + (size_t)q * 13) % 61) - 30) / 8.0f);
+        RCHECK(ctx, upd[i] == want, "dense upload [%zu]: %g want %g", i, upd[i], want);
+    }
+    terse_sasg_destroy(r);
     free(theta), free(grad), free(upd), free(prev), free(ck), free(after_ck);
     terse_comm_destroy(comm);
     return 0;

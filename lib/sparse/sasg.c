@@ -33,6 +33,7 @@ struct terse_sasg {
     uint32_t *tidx;
     float *tval;
     kept_t *kept;   /* [n] each rank's last upload */
+    uint32_t *iota; /* 0..len-1, for uploads that came dense */
     double *win;    /* last D-1 ||update||^2, ring */
     int wn, wpos;
     uint64_t step, uploads, skips;
@@ -71,7 +72,7 @@ terse_status_t terse_sasg_create(terse_comm_t *comm, size_t n, const terse_sasg_
     terse_sparse_params_t sp;
     terse_sparse_params_init(&sp);
     sp.values = p.values;
-    sp.dense_switch = 0;
+    sp.dense_switch = 1;
     terse_sasg_t *s = calloc(1, sizeof(*s));
     if (!s)
         return TERSE_ERR_NO_MEMORY;
@@ -115,6 +116,7 @@ void terse_sasg_destroy(terse_sasg_t *s)
     for (int i = 0; s->kept && i < s->n; i++)
         free(s->kept[i].idx), free(s->kept[i].val);
     terse_sparse_destroy(s->sp);
+    free(s->iota);
     free(s->e), free(s->theta_hat), free(s->g), free(s->tidx), free(s->tval), free(s->kept), free(s->win);
     free(s);
 }
@@ -193,7 +195,8 @@ terse_status_t terse_sasg_step(terse_sasg_t *s, const float *theta, const float 
             return st;
         for (size_t j = 0; j < k; j++)
             s->tval[j] = s->g[s->tidx[j]];
-        st = terse__sparse_exchange(s->sp, s->sig, TERSE_SPMSG_LIST, s->tidx, s->tval, k, 0);
+        /* dense when the list would be larger (k near n: the skip rule with dense uploads) */
+        st = terse__sparse_exchange(s->sp, s->sig, TERSE_SPMSG_LIST, s->tidx, s->tval, k, 1);
     } else {
         st = terse__sparse_exchange(s->sp, s->sig, TERSE_SPMSG_SKIP, NULL, NULL, 0, 0);
     }
@@ -208,12 +211,20 @@ terse_status_t terse_sasg_step(terse_sasg_t *s, const float *theta, const float 
                              "disagree on the SASG state", i, (unsigned long long)s->step, s->p.D);
             return TERSE_ERR_MISMATCH;
         }
-        if (pt->kind == TERSE_SPMSG_LIST && keep(&s->kept[i], pt->idx, pt->val, pt->k))
+        if (pt->kind == TERSE_SPMSG_DENSE && !s->iota) {
+            /* a dense upload is kept as the list of every position */
+            if (!(s->iota = malloc(s->len * sizeof(uint32_t))))
+                return TERSE_ERR_NO_MEMORY;
+            for (size_t j = 0; j < s->len; j++)
+                s->iota[j] = (uint32_t)j;
+        }
+        if ((pt->kind == TERSE_SPMSG_LIST || pt->kind == TERSE_SPMSG_DENSE) &&
+            keep(&s->kept[i], pt->kind == TERSE_SPMSG_DENSE ? s->iota : pt->idx, pt->val, pt->k))
             return TERSE_ERR_NO_MEMORY;
     }
     if (up) {
         /* error memory: what the top-k left out (after value coding) */
-        const terse_sparse_part_t *own = &s->sp->parts[s->r];
+        const kept_t *own = &s->kept[s->r];
         for (size_t j = 0; j < own->k; j++)
             s->g[own->idx[j]] -= own->val[j];
         memcpy(s->e, s->g, s->len * sizeof(float));
