@@ -82,7 +82,27 @@ cpu=$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
             printf " %.2f +- %.2f | %.1f | %.3f | %.1f |\n", 100 * m, 100 * sqrt(v), b / 1e6, fullb ? b / fullb : 0, tm[key] / nf[key]
         }
         if (differ) print "\n**Some replicas differed: see the run log.**"
-    }' "$log"
+        # the bars of the issue, from the same numbers
+        print "\n## Bars\n"
+        for (k = 1; k <= nk; k++) {
+            split(order[k], mk, SUBSEP)
+            if (mk[2] != "full") continue
+            md = mk[1]; fa = fin[md SUBSEP "full"] / nf[md SUBSEP "full"]; fb = bytes[md SUBSEP "full"] / nf[md SUBSEP "full"]
+            c = md SUBSEP "cnat"
+            if (c in nf)
+                printf "- %s: C_nat %+.2f points against full precision (bar: within 0.3) at %.3f of its bytes (bar: 4x less) - %s\n", md,
+                    100 * (fin[c] / nf[c] - fa), bytes[c] / nf[c] / fb,
+                    (fabs(100 * (fin[c] / nf[c] - fa)) <= 0.3 && bytes[c] / nf[c] <= 0.26 * fb) ? "met" : "NOT met"
+            for (q = 1; q <= 2; q++) {
+                cmp = q == 1 ? "sign" : "topk"; sa = md SUBSEP cmp "-sa"; ef = md SUBSEP cmp "-ef"
+                if (!(sa in nf) || !(ef in nf)) continue
+                a = fin[sa] / nf[sa]; b = fin[ef] / nf[ef]
+                printf "- %s, %s: step-ahead + error averaging %.2f vs plain EF %.2f (bar: at least as accurate), %+.2f points against full precision (bar: within 0.5) - %s\n",
+                    md, cmp, 100 * a, 100 * b, 100 * (a - fa), (a >= b && 100 * (a - fa) >= -0.5) ? "met" : "NOT met"
+            }
+        }
+    }
+    function fabs(x) { return x < 0 ? -x : x }' "$log"
     if [ -s "$keep" ]; then echo; cat "$keep"; fi
 } >"$out"
 echo "results: wrote $out" >&2
