@@ -11,7 +11,7 @@
  * terse_sasg_stale_point() only when terse_sasg_need_change() says so.
  *
  *   sasg_train [-n ranks] [-M method] [-e epochs] [-b batch per rank] [-l lr]
- *              [-k ratio] [-D window] [-t target accuracy] [-E eval period (steps)]
+ *              [-k ratio] [-D window] [-c threshold constant] [-t target accuracy] [-E eval period (steps)]
  *              [-h hidden] [-s seed] [-d data dir] [-T transport]
  *
  * Rank 0 prints EVAL lines (step, uploads so far over all ranks, test
@@ -33,7 +33,7 @@
 typedef struct {
     const char *method, *data, *transport;
     int nranks, epochs, batch, D, hidden, eval_every;
-    double lr, ratio, target;
+    double lr, ratio, target, c;
     uint64_t seed;
 } opts_t;
 
@@ -68,6 +68,7 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
         terse_sasg_params_init(&sp);
         sp.D = o->D;
         sp.lr = o->lr;
+        sp.c = o->c;
         sp.ratio = !strcmp(o->method, "lag") ? 1.0 : o->ratio;
         if (strcmp(o->method, "topk-em") && strcmp(o->method, "lag") && strcmp(o->method, "sasg")) {
             fprintf(stderr, "sasg_train: unknown method %s\n", o->method);
@@ -180,9 +181,9 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
 int main(int argc, char **argv)
 {
     opts_t o = {.method = "sasg", .data = FMNIST_DIR, .nranks = 10, .epochs = 5, .batch = 10, .D = 10,
-                .hidden = 512, .eval_every = 300, .lr = 0.005, .ratio = 0.01, .target = 0.85, .seed = 1};
+                .hidden = 512, .eval_every = 300, .lr = 0.005, .ratio = 0.01, .target = 0.85, .c = 1, .seed = 1};
     int c;
-    while ((c = getopt(argc, argv, "n:M:e:b:l:k:D:t:E:h:s:d:T:")) != -1) {
+    while ((c = getopt(argc, argv, "n:M:e:b:l:k:D:t:E:h:s:d:T:c:")) != -1) {
         switch (c) {
         case 'n': o.nranks = atoi(optarg); break;
         case 'M': o.method = optarg; break;
@@ -197,10 +198,11 @@ int main(int argc, char **argv)
         case 's': o.seed = strtoull(optarg, NULL, 10); break;
         case 'd': o.data = optarg; break;
         case 'T': o.transport = optarg; break;
+        case 'c': o.c = atof(optarg); break;
         default:
             fprintf(stderr, "usage: sasg_train [-n ranks] [-M dense|topk-em|lag|sasg] [-e epochs] [-b batch] "
-                            "[-l lr] [-k ratio] [-D window] [-t target] [-E eval steps] [-h hidden] [-s seed] "
-                            "[-d dir] [-T transport]\n");
+                            "[-l lr] [-k ratio] [-D window] [-c threshold constant] [-t target] [-E eval steps] "
+                            "[-h hidden] [-s seed] [-d dir] [-T transport]\n");
             return 2;
         }
     }
