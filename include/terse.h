@@ -292,8 +292,9 @@ TERSE_API terse_status_t terse_comm_stats(const terse_comm_t *comm, terse_comm_s
  * (each chunk compressed to its owner, summed there, re-compressed and
  * allgathered: 2 (n-1)/n of the code per rank), ring (reduce-scatter that
  * decodes, adds and re-compresses at every hop; unbiased codecs only, no
- * worker feedback). AUTO: allgather for biased codecs and n <= 2, two-phase
- * otherwise; TERSE_COMPRESSED_ALGO overrides AUTO.
+ * worker feedback). AUTO: allgather for biased codecs, n <= 2 and tensors
+ * below TERSE_COMPRESSED_THRESHOLD (1 MiB), two-phase otherwise;
+ * TERSE_COMPRESSED_ALGO overrides AUTO.
  */
 typedef struct terse_compressed terse_compressed_t;
 

@@ -53,6 +53,10 @@ static const cfg_row_t terse_config_table[] = {
     ROW_S("TERSE_COMPRESSED_ALGO", compressed_algo, "auto",
           "Compressed allreduce algorithm when the handle asks for auto: allgather (of codes), "
           "two_phase (compressed reduce-scatter to chunk owners + allgather) or ring."),
+    ROW("TERSE_COMPRESSED_THRESHOLD", CFG_SIZE, compressed_threshold, "1M",
+        "With auto, compressed allreduces of unbiased codecs on more than 2 ranks use two_phase from "
+        "this many float32 bytes up, allgather of codes below (fewer steps; measured crossover on TCP "
+        "loopback, docs/performance.md)."),
     ROW("TERSE_RD_THRESHOLD", CFG_SIZE, rd_threshold, "0",
         "With auto, allreduce messages up to this many bytes use recursive doubling; 0 means "
         "512K / log2(ranks), measured on TCP loopback (docs/performance.md)."),

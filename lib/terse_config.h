@@ -24,6 +24,7 @@ typedef struct terse_config {
     int tcp_place;           /* receive COPY chunks straight into user memory */
     int reg_cache;           /* automatic registrations kept (0: off) */
     char compressed_algo[16];/* auto, allgather, two_phase, ring */
+    size_t compressed_threshold; /* auto: two_phase from this many float32 bytes */
     char ib_device[64];      /* verbs device[:port] */
     char ib_addr[64];        /* verbs IPv4 address */
     int ib_gid_index;        /* -1: automatic */

@@ -41,7 +41,7 @@ static uint64_t mix(uint64_t h, uint64_t v)
         return TERSE_ERR_INVALID_ARG;                                              \
     } while (0)
 
-static terse_status_t check_params(terse_comm_t *comm, const terse_compressed_params_t *p,
+static terse_status_t check_params(terse_comm_t *comm, size_t count, const terse_compressed_params_t *p,
                                    const terse_codec_ops_t **up, const terse_codec_ops_t **down,
                                    terse_compressed_algo_t *algo)
 {
@@ -76,12 +76,14 @@ static terse_status_t check_params(terse_comm_t *comm, const terse_compressed_pa
     }
     if (a == TERSE_COMPRESSED_AUTO) {
         /* One compression when codes are biased (feedback covers exactly one
-         * error) or when two ranks make both shapes cost the same. */
+         * error), when two ranks make both shapes cost the same, and for
+         * small tensors, where the allgather's fewer steps win. */
         if (p->server_error_feedback || p->server_codec)
             a = TERSE_COMPRESSED_TWO_PHASE;
         else
-            a = ((*up)->biased || comm->size <= 2) ? TERSE_COMPRESSED_ALLGATHER
-                                                   : TERSE_COMPRESSED_TWO_PHASE;
+            a = ((*up)->biased || comm->size <= 2 || count * 4 < comm->cfg.compressed_threshold)
+                    ? TERSE_COMPRESSED_ALLGATHER
+                    : TERSE_COMPRESSED_TWO_PHASE;
     }
     if (a == TERSE_COMPRESSED_ALLGATHER && (p->server_error_feedback || p->server_codec))
         BAD("server_codec and server_error_feedback need an owner per chunk: "
@@ -199,7 +201,7 @@ terse_status_t terse_compressed_create(terse_comm_t *comm, size_t count,
         BAD("chunks of %zu values exceed the codecs' 32-bit indices", count / (size_t)comm->size);
     const terse_codec_ops_t *up, *down;
     terse_compressed_algo_t algo;
-    terse_status_t st = check_params(comm, &p, &up, &down, &algo);
+    terse_status_t st = check_params(comm, count, &p, &up, &down, &algo);
     if (st != TERSE_OK)
         return st;
 
