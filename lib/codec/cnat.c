@@ -44,16 +44,6 @@ static inline uint8_t cnat_one(uint32_t u, uint32_t r23, uint32_t *bad)
     return code ? (uint8_t)(((u >> 24) & 0x80) | code) : 0;
 }
 
-static size_t encode_portable(const float *x, size_t from, size_t n, uint8_t *c, uint64_t key, uint32_t *bad)
-{
-    for (size_t i = from; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &x[i], 4);
-        uint32_t r = (terse__hash32((uint32_t)i + (uint32_t)key) ^ (uint32_t)(key >> 32)) >> 9;
-        c[i] = cnat_one(u, r, bad);
-    }
-    return n;
-}
 
 #ifdef HAVE_AVX512_PATH
 /* Large outputs that are written, not read, bypass the cache: no
@@ -153,27 +143,6 @@ AVX512 static size_t decode_avx512(const uint8_t *c, float *acc, size_t n, int a
 }
 #endif
 
-static terse_status_t cnat_encode(const terse_codec_params_t *p, const float *x, size_t n, void *out,
-                                  size_t *len, terse_rng_t *rng)
-{
-    (void)p;
-    if (n > UINT32_MAX)
-        return TERSE_ERR_INVALID_ARG;
-    terse__codec_put_hdr(out, TERSE_CODEC_CNAT8, n);
-    uint8_t *c = (uint8_t *)out + TERSE_CODEC_HDR;
-    uint64_t key = terse__rng_next(rng);
-    uint32_t bad = 0;
-    size_t done = 0;
-#ifdef HAVE_AVX512_PATH
-    if (terse__codec_simd())
-        done = encode_avx512(x, n, c, key, &bad);
-#endif
-    encode_portable(x, done, n, c, key, &bad);
-    if (bad)
-        return TERSE_ERR_INVALID_ARG;
-    *len = TERSE_CODEC_HDR + n;
-    return TERSE_OK;
-}
 
 static terse_status_t cnat_decode_as(const void *code, size_t len, float *acc, size_t n, int add)
 {
@@ -204,10 +173,11 @@ static terse_status_t cnat_decode(const terse_codec_params_t *p, const void *cod
     return cnat_decode_as(code, len, out, n, 0);
 }
 
-static terse_status_t cnat_encode_ef(const terse_codec_params_t *p, const float *u, const float *e_in,
-                                     float *e_out, size_t n, void *out, size_t *len, terse_rng_t *rng)
+/* code = C_nat(u + e_in); with e_out, also e_out = (u + e_in) - decode(code).
+ * e_in may be NULL (zero); both NULL is the plain encode. */
+static terse_status_t cnat_encode_any(const float *u, const float *e_in, float *e_out, size_t n, void *out,
+                                      size_t *len, terse_rng_t *rng)
 {
-    (void)p;
     if (n > UINT32_MAX)
         return TERSE_ERR_INVALID_ARG;
     terse__codec_put_hdr(out, TERSE_CODEC_CNAT8, n);
@@ -217,7 +187,7 @@ static terse_status_t cnat_encode_ef(const terse_codec_params_t *p, const float 
     size_t i = 0;
 #ifdef HAVE_AVX512_PATH
     if (terse__codec_simd())
-        i = encode_ef_avx512(u, e_in, e_out, n, c, key, &bad);
+        i = e_out ? encode_ef_avx512(u, e_in, e_out, n, c, key, &bad) : e_in ? 0 : encode_avx512(u, n, c, key, &bad);
 #endif
     for (; i < n; i++) {
         float pv = e_in ? u[i] + e_in[i] : u[i];
@@ -225,12 +195,27 @@ static terse_status_t cnat_encode_ef(const terse_codec_params_t *p, const float 
         memcpy(&ub, &pv, 4);
         uint32_t r = (terse__hash32((uint32_t)i + (uint32_t)key) ^ (uint32_t)(key >> 32)) >> 9;
         c[i] = cnat_one(ub, r, &bad);
-        e_out[i] = pv - terse__cnat8_value(c[i]);
+        if (e_out)
+            e_out[i] = pv - terse__cnat8_value(c[i]);
     }
     if (bad)
         return TERSE_ERR_INVALID_ARG;
     *len = TERSE_CODEC_HDR + n;
     return TERSE_OK;
+}
+
+static terse_status_t cnat_encode(const terse_codec_params_t *p, const float *x, size_t n, void *out,
+                                  size_t *len, terse_rng_t *rng)
+{
+    (void)p;
+    return cnat_encode_any(x, NULL, NULL, n, out, len, rng);
+}
+
+static terse_status_t cnat_encode_ef(const terse_codec_params_t *p, const float *u, const float *e_in,
+                                     float *e_out, size_t n, void *out, size_t *len, terse_rng_t *rng)
+{
+    (void)p;
+    return cnat_encode_any(u, e_in, e_out, n, out, len, rng);
 }
 
 const terse_codec_ops_t terse_codec_cnat8 = {TERSE_CODEC_CNAT8, "cnat8", 1, cnat_bound, cnat_encode,
