@@ -6,6 +6,7 @@
  *   topk-em  top-k (ratio -k) with error memory, every worker every step
  *   lag      the skip rule with dense uploads (SASG with k = n)
  *   sasg     the skip rule with top-k uploads and error memory
+ * Top-k is taken per tensor (W1, b1, W2, b2), as in the paper's code.
  * The skip rule needs ||grad(theta) - grad(theta_hat)||^2 on the same
  * minibatch; this program evaluates the stale gradient at
  * terse_sasg_stale_point() only when terse_sasg_need_change() says so.
@@ -69,6 +70,10 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
         sp.D = o->D;
         sp.lr = o->lr;
         sp.c = o->c;
+        /* top-k per tensor (W1, b1, W2, b2), as the paper and its code do */
+        size_t offs[5] = {m.w1, m.b1, m.w2, m.b2, m.nparams};
+        sp.ntensors = 4;
+        sp.offsets = offs;
         sp.ratio = !strcmp(o->method, "lag") ? 1.0 : o->ratio;
         if (strcmp(o->method, "topk-em") && strcmp(o->method, "lag") && strcmp(o->method, "sasg")) {
             fprintf(stderr, "sasg_train: unknown method %s\n", o->method);

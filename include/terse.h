@@ -470,6 +470,10 @@ typedef struct terse_sasg_params {
     double c;                     /* threshold constant (default 1) */
     int sampled_topk;             /* default 1 */
     terse_sparse_values_t values; /* value format of s_m (default FP32) */
+    int ntensors;                 /* > 0: top-k per tensor, tensor t being
+                                   * [offsets[t], offsets[t+1]) (offsets[ntensors] = n);
+                                   * 0: over the whole vector */
+    const size_t *offsets;        /* copied at create */
 } terse_sasg_params_t;
 
 TERSE_API void terse_sasg_params_init(terse_sasg_params_t *params);

@@ -260,6 +260,22 @@ static int body_sasg(const terse_launch_ctx_t *ctx, void *arg)
         RCHECK(ctx, upd[i] == want, "dense upload [%zu]: %g want %g", i, upd[i], want);
     }
     terse_sasg_destroy(r);
+    /* per-tensor top-k: a tensor of tiny values still gets its share */
+    size_t offs[3] = {0, n - 100, n}, bad_offs[3] = {0, n + 1, n};
+    p.ratio = 0.05;
+    p.ntensors = 2;
+    p.offsets = bad_offs;
+    RCHECK(ctx, terse_sasg_create(comm, n, &p, &r) == TERSE_ERR_INVALID_ARG, "bad offsets accepted");
+    p.offsets = offs;
+    RCHECK(ctx, terse_sasg_create(comm, n, &p, &r) == TERSE_OK, "create per tensor");
+    for (size_t i = 0; i < n; i++)
+        grad[i] = i < n - 100 ? 1.0f + (float)(i % 7) : 1e-3f * (float)(1 + i % 5);
+    RCHECK(ctx, terse_sasg_step(r, theta, grad, -1, upd, &uploaded) == TERSE_OK && uploaded, "per-tensor step");
+    int small = 0, big = 0;
+    for (size_t i = 0; i < n; i++)
+        *(i < n - 100 ? &big : &small) += upd[i] != 0;
+    RCHECK(ctx, small == 5 && big == (int)terse_topk_count(n - 100, 0.05), "kept %d + %d", big, small);
+    terse_sasg_destroy(r);
     free(theta), free(grad), free(upd), free(prev), free(ck), free(after_ck);
     terse_comm_destroy(comm);
     return 0;

@@ -34,6 +34,7 @@ struct terse_sasg {
     float *tval;
     kept_t *kept;   /* [n] each rank's last upload */
     uint32_t *iota; /* 0..len-1, for uploads that came dense */
+    size_t *offsets; /* per-tensor top-k: the caller's offsets, copied */
     double *win;    /* last D-1 ||update||^2, ring */
     int wn, wpos;
     uint64_t step, uploads, skips;
@@ -69,6 +70,15 @@ terse_status_t terse_sasg_create(terse_comm_t *comm, size_t n, const terse_sasg_
                    p.lr, p.c);
         return TERSE_ERR_INVALID_ARG;
     }
+    if (p.ntensors < 0 || (p.ntensors > 0 && (!p.offsets || p.offsets[0] != 0 || p.offsets[p.ntensors] != n))) {
+        TERSE_WARN(COLL, "sasg_create: tensor offsets must start at 0, ascend and end at n = %zu", n);
+        return TERSE_ERR_INVALID_ARG;
+    }
+    for (int t = 0; t < p.ntensors; t++)
+        if (p.offsets[t + 1] <= p.offsets[t]) {
+            TERSE_WARN(COLL, "sasg_create: tensor %d is empty or offsets descend", t);
+            return TERSE_ERR_INVALID_ARG;
+        }
     terse_sparse_params_t sp;
     terse_sparse_params_init(&sp);
     sp.values = p.values;
@@ -92,7 +102,22 @@ terse_status_t terse_sasg_create(terse_comm_t *comm, size_t n, const terse_sasg_
     memcpy(&v[2], &p.c, 8);
     v[3] = (uint64_t)p.sampled_topk;
     s->sig = terse__hash64(v, sizeof(v), 0x73617367ull);
-    size_t k = terse_topk_count(n, p.ratio);
+    if (p.ntensors > 0) {
+        s->offsets = malloc(((size_t)p.ntensors + 1) * sizeof(size_t));
+        if (!s->offsets) {
+            terse_sasg_destroy(s);
+            return TERSE_ERR_NO_MEMORY;
+        }
+        memcpy(s->offsets, p.offsets, ((size_t)p.ntensors + 1) * sizeof(size_t));
+        s->p.offsets = s->offsets;
+        s->sig = terse__hash64(s->offsets, ((size_t)p.ntensors + 1) * sizeof(size_t), s->sig);
+    }
+    size_t k = 0;
+    if (p.ntensors > 0)
+        for (int t = 0; t < p.ntensors; t++)
+            k += terse_topk_count(p.offsets[t + 1] - p.offsets[t], p.ratio);
+    else
+        k = terse_topk_count(n, p.ratio);
     s->e = calloc(n, sizeof(float));
     s->theta_hat = calloc(n, sizeof(float));
     s->g = calloc(n, sizeof(float));
@@ -117,6 +142,7 @@ void terse_sasg_destroy(terse_sasg_t *s)
         free(s->kept[i].idx), free(s->kept[i].val);
     terse_sparse_destroy(s->sp);
     free(s->iota);
+    free(s->offsets);
     free(s->e), free(s->theta_hat), free(s->g), free(s->tidx), free(s->tval), free(s->kept), free(s->win);
     free(s);
 }
@@ -188,9 +214,14 @@ terse_status_t terse_sasg_step(terse_sasg_t *s, const float *theta, const float 
         float lr = (float)s->p.lr;
         for (size_t i = 0; i < s->len; i++)
             s->g[i] = lr * grad[i] + s->e[i];
-        k = terse_topk_count(s->len, s->p.ratio);
-        st = s->p.sampled_topk ? terse__topk_sampled(s->g, s->len, k, s->tidx)
-                               : terse__topk_exact(s->g, s->len, k, s->tidx);
+        if (s->p.ntensors > 0) {
+            st = terse_topk_select_bucket(s->g, s->offsets, s->p.ntensors, s->p.ratio, s->p.sampled_topk,
+                                          s->tidx, &k);
+        } else {
+            k = terse_topk_count(s->len, s->p.ratio);
+            st = s->p.sampled_topk ? terse__topk_sampled(s->g, s->len, k, s->tidx)
+                                   : terse__topk_exact(s->g, s->len, k, s->tidx);
+        }
         if (st != TERSE_OK)
             return st;
         for (size_t j = 0; j < k; j++)
