@@ -382,6 +382,21 @@ static int body_errors(const terse_launch_ctx_t *ctx, void *arg)
         RCHECK(ctx, test_same_everywhere(comm, out, n * 4), "outputs differ");
         terse_compressed_destroy(c);
     }
+    /* finite inputs whose sum overflows at the owner (two-phase) or on the way
+     * round (ring): an error on every rank, not a hang, and still usable */
+    for (int a = TERSE_COMPRESSED_TWO_PHASE; a <= TERSE_COMPRESSED_RING && ctx->size > 1; a++) {
+        p = params("fp32", (terse_compressed_algo_t)a, 0);
+        p.op = TERSE_SUM;
+        RCHECK(ctx, terse_compressed_create(comm, n, &p, &c) == TERSE_OK, "create");
+        for (size_t i = 0; i < n; i++)
+            x[i] = 3e38f;
+        terse_status_t st = terse_compressed_allreduce(c, x, out);
+        RCHECK(ctx, st == TERSE_ERR_INVALID_ARG, "algo %d: overflowing sum gave %s", a, terse_strerror(st));
+        gaussianish(x, n, ctx->rank, 3);
+        st = terse_compressed_allreduce(c, x, out);
+        RCHECK(ctx, st == TERSE_OK, "after the overflow: %s", terse_strerror(st));
+        terse_compressed_destroy(c);
+    }
     free(x), free(out), free(e0), free(e1);
 
     /* Ranks that disagree on the parameters: a mismatch error, not a hang */

@@ -26,22 +26,6 @@ static size_t sign_bound(const terse_codec_params_t *p, size_t n)
 }
 
 #ifdef HAVE_AVX512_PATH
-/* Values [0, n16) with n16 a multiple of 16: lanes of the norm, sign bits. */
-AVX512 static void encode_avx512(const float *x, size_t n16, double lanes[16], unsigned char *bits)
-{
-    __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
-    const __m512 zero = _mm512_setzero_ps();
-    for (size_t i = 0; i < n16; i += 16) {
-        __m512 v = _mm512_loadu_ps(x + i);
-        __m512 a = _mm512_abs_ps(v);
-        lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(a)));
-        hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1))));
-        __mmask16 neg = _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ);
-        memcpy(bits + i / 8, &neg, 2);
-    }
-    _mm512_storeu_pd(lanes, lo);
-    _mm512_storeu_pd(lanes + 8, hi);
-}
 
 /* mode 0: acc = +-scale; 1: acc += +-scale; 2: acc -= +-scale (the residual p - decode) */
 AVX512 static void decode_avx512(const unsigned char *bits, float scale, float *acc, size_t n16, int mode)
@@ -59,7 +43,8 @@ AVX512 static void decode_avx512(const unsigned char *bits, float scale, float *
     }
 }
 
-/* p = u + e_in into p_out, with the norm lanes and sign bits of p. */
+/* Values [0, n16), n16 a multiple of 16: the norm lanes and sign bits of
+ * p = u + e_in (e_in may be NULL), p stored in p_out unless it is NULL. */
 AVX512 static void sum_encode_avx512(const float *u, const float *e_in, float *p_out, size_t n16,
                                      double lanes[16], unsigned char *bits)
 {
@@ -69,7 +54,8 @@ AVX512 static void sum_encode_avx512(const float *u, const float *e_in, float *p
         __m512 v = _mm512_loadu_ps(u + i);
         if (e_in)
             v = _mm512_add_ps(v, _mm512_loadu_ps(e_in + i));
-        _mm512_storeu_ps(p_out + i, v);
+        if (p_out)
+            _mm512_storeu_ps(p_out + i, v);
         __m512 a = _mm512_abs_ps(v);
         lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(a)));
         hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1))));
@@ -92,10 +78,7 @@ static float sign_scan(const float *u, const float *e_in, float *p_out, size_t n
 #ifdef HAVE_AVX512_PATH
     if (terse__codec_simd()) {
         i = n & ~(size_t)15;
-        if (e_in || p_out)
-            sum_encode_avx512(u, e_in, p_out, i, lanes, bits);
-        else
-            encode_avx512(u, i, lanes, bits);
+        sum_encode_avx512(u, e_in, p_out, i, lanes, bits);
     }
 #endif
     for (; i < n; i++) {

@@ -25,7 +25,9 @@ static terse_status_t poison_seen(terse_compressed_t *c, int peer)
 }
 
 /* Worker encode of chunk `chunk` (-1: the whole tensor): code = C(u + e).
- * Returns 1 when the input is not finite (the caller poisons its codes). */
+ * Returns 1 when the values to encode are not finite - NaN or infinity in
+ * the input, or a sum that overflowed (the codecs refuse nothing else, the
+ * sizes were checked at create): the caller poisons its codes. */
 static int encode_up(terse_compressed_t *c, int chunk, size_t off, size_t n, char *code, size_t want,
                      terse_status_t *st)
 {
@@ -35,7 +37,7 @@ static int encode_up(terse_compressed_t *c, int chunk, size_t off, size_t n, cha
     terse__compressed_set_seed(c, chunk);
     *st = terse__compressed_encode(c, c->up, u, fb ? c->e + off : NULL, fb ? c->e_next + off : NULL, n,
                                    code, &len, &c->rng_up);
-    if (*st == TERSE_ERR_INVALID_ARG && terse__codec_nonfinite(u, n) | (fb && terse__codec_nonfinite(c->e + off, n))) {
+    if (*st == TERSE_ERR_INVALID_ARG) {
         *st = TERSE_OK;
         return 1;
     }
@@ -88,11 +90,16 @@ static terse_status_t downlink(terse_compressed_t *c, int poison, float *recvbuf
 {
     int n = c->n, r = c->r;
     terse_status_t st;
-    if (poison) {
-        terse__codec_put_poison(c->down_codes + c->down_off[r], c->down->id, c->len[r], c->down_len[r]);
-    } else if ((st = terse__compressed_owner(c, c->acc)) != TERSE_OK) {
-        return st;
+    /* an owner whose sum overflowed poisons its code like a bad input */
+    if (!poison && (st = terse__compressed_owner(c, c->acc)) != TERSE_OK) {
+        if (st != TERSE_ERR_INVALID_ARG)
+            return st;
+        TERSE_WARN(COLL, "compressed allreduce step %llu: the sum of chunk %d is not finite",
+                   (unsigned long long)c->steps + 1, r);
+        poison = 1;
     }
+    if (poison)
+        terse__codec_put_poison(c->down_codes + c->down_off[r], c->down->id, c->len[r], c->down_len[r]);
     st = terse__allgather_bytes(c->comm, c->sig ^ 0x646f776eull, c->steps, c->down_codes, c->down_off,
                                 c->down_len);
     if (st != TERSE_OK)
@@ -158,19 +165,21 @@ terse_status_t terse__compressed_ring(terse_compressed_t *c, const float *u, flo
     float *p = c->e_next; /* partial sums are formed here (no worker feedback in a ring) */
     memcpy(p, u, c->count * sizeof(float));
     c->u = p;
-    int poison = terse__codec_nonfinite(p, c->count);
-    if (poison)
-        TERSE_WARN(COLL, "compressed allreduce step %llu: this rank's input holds NaN or infinity",
-                   (unsigned long long)c->steps + 1);
+    int poison = 0;
     terse_status_t st = TERSE_OK;
     int b = (r + n - 1) % n;
     for (int step = 0; step < n - 1; step++) {
-        /* send block b (our partial sum of it), receive block rb from the left */
+        /* send block b (our partial sum of it), receive block rb from the left;
+         * once anything was not finite, only poison goes on round the ring */
+        if (!poison && encode_up(c, b, c->off[b], c->len[b], c->up_codes + c->up_off[b], c->up_len[b], &st)) {
+            TERSE_WARN(COLL, "compressed allreduce step %llu: a partial sum of block %d is not finite",
+                       (unsigned long long)c->steps + 1, b);
+            poison = 1;
+        }
+        if (st != TERSE_OK)
+            return st;
         if (poison)
             terse__codec_put_poison(c->up_codes + c->up_off[b], c->up->id, c->len[b], c->up_len[b]);
-        else if (encode_up(c, b, c->off[b], c->len[b], c->up_codes + c->up_off[b], c->up_len[b], &st) ||
-                 st != TERSE_OK)
-            return st != TERSE_OK ? st : TERSE_ERR_INVALID_ARG;
         int rb = (r + 2 * n - step - 2) % n;
         const void *sbuf[n];
         void *rbuf[n];
