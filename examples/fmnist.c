@@ -209,7 +209,7 @@ int fmnist_setup(const struct terse_launch_ctx *ctx, const char *transport, doub
 {
     terse_comm_params_t cp = {.rank = ctx->rank, .size = ctx->size, .root_addr = ctx->root,
                               .secret = ctx->secret, .transport = transport, .timeout_sec = timeout};
-    terse_status_t st = ctx->root[0] ? terse_comm_create(&cp, comm) : terse_comm_create_from_env(comm);
+    terse_status_t st = terse_comm_create(&cp, comm); /* an empty root: the launcher's default */
     if (st != TERSE_OK) {
         fprintf(stderr, "communicator: %s\n", terse_strerror(st));
         return -1;

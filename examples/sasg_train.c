@@ -13,10 +13,11 @@
  *
  *   sasg_train [-n ranks] [-M method] [-e epochs] [-b batch per rank] [-l lr]
  *              [-k ratio] [-D window] [-c threshold constant] [-t target accuracy] [-E eval period (steps)]
- *              [-h hidden] [-s seed] [-d data dir] [-T transport]
+ *              [-L evaluations in the last epoch] [-h hidden] [-s seed] [-d data dir] [-T transport]
  *
  * Rank 0 prints EVAL lines (step, uploads so far over all ranks, test
- * accuracy) and a RESULT line: final accuracy, uploads in all and until the
+ * accuracy) and a RESULT line: final accuracy and the mean over the last
+ * epoch's evaluations, uploads in all and until the
  * target accuracy was first reached, skipped worker-steps in the last epoch,
  * bytes per rank and training time.
  */
@@ -33,7 +34,7 @@
 
 typedef struct {
     const char *method, *data, *transport;
-    int nranks, epochs, batch, D, hidden, eval_every;
+    int nranks, epochs, batch, D, hidden, eval_every, last_evals;
     double lr, ratio, target, c;
     uint64_t seed;
 } opts_t;
@@ -94,7 +95,12 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
     uint64_t shuffle = o->seed * 7919 + (uint64_t)me;
     uint64_t uploads = 0, uploads_at_target = 0, last_epoch_skips = 0, total_steps = 0;
     int reached = 0;
-    double t_train = 0, acc = 0;
+    double t_train = 0, acc = 0, last_sum = 0;
+    int last_n = 0;
+    /* test accuracy of plain SGD at a constant step swings by +-0.5 points between
+     * evaluations: the last epoch is also evaluated at last_evals evenly spaced
+     * points and their mean reported next to the final value */
+    int last_every = steps / o->last_evals > 0 ? steps / o->last_evals : 1;
     terse_comm_stats_t c0;
     terse_comm_stats(comm, &c0);
     if (me == 0)
@@ -145,8 +151,12 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
             terse_allreduce(comm, &mine, &all, 1, TERSE_INT64, TERSE_SUM);
             uploads += all;
             epoch_skips += (uint64_t)n - all;
-            if (total_steps % (uint64_t)o->eval_every == 0 || (epoch == o->epochs && s == steps - 1)) {
+            int in_last = epoch == o->epochs && (steps - 1 - s) % last_every == 0 &&
+                          (steps - 1 - s) / last_every < o->last_evals;
+            if (total_steps % (uint64_t)o->eval_every == 0 || in_last) {
                 acc = fmnist_accuracy(comm, &m, x, &test, scratch);
+                if (in_last)
+                    last_sum += acc, last_n++;
                 if (!reached && acc >= o->target)
                     reached = 1, uploads_at_target = uploads;
                 if (me == 0)
@@ -169,8 +179,9 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
     terse_allreduce(comm, &hv, &hmin, 1, TERSE_INT64, TERSE_MIN);
     terse_allreduce(comm, &hv, &hmax, 1, TERSE_INT64, TERSE_MAX);
     if (me == 0) {
-        printf("RESULT method=%s final_acc=%.4f uploads=%llu uploads_to_target=%lld target=%.3f "
-               "skipped_last_epoch=%.3f bytes_per_rank=%llu train_time=%.1f replicas=%s\n", o->method, acc,
+        printf("RESULT method=%s c=%g seed=%llu final_acc=%.4f last_epoch_acc=%.4f uploads=%llu uploads_to_target=%lld target=%.3f "
+               "skipped_last_epoch=%.3f bytes_per_rank=%llu train_time=%.1f replicas=%s\n", o->method, o->c,
+               (unsigned long long)o->seed, acc, last_n ? last_sum / last_n : acc,
                (unsigned long long)uploads, reached ? (long long)uploads_at_target : -1LL, o->target,
                (double)last_epoch_skips / ((double)steps * n), (unsigned long long)(ball / (uint64_t)n), t_train,
                hmin == hmax ? "identical" : "DIFFER");
@@ -186,9 +197,9 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
 int main(int argc, char **argv)
 {
     opts_t o = {.method = "sasg", .data = FMNIST_DIR, .nranks = 10, .epochs = 5, .batch = 10, .D = 10,
-                .hidden = 512, .eval_every = 300, .lr = 0.005, .ratio = 0.01, .target = 0.85, .c = 1, .seed = 1};
+                .hidden = 512, .eval_every = 300, .last_evals = 6, .lr = 0.005, .ratio = 0.01, .target = 0.85, .c = 1, .seed = 1};
     int c;
-    while ((c = getopt(argc, argv, "n:M:e:b:l:k:D:t:E:h:s:d:T:c:")) != -1) {
+    while ((c = getopt(argc, argv, "n:M:e:b:l:k:D:t:E:L:h:s:d:T:c:")) != -1) {
         switch (c) {
         case 'n': o.nranks = atoi(optarg); break;
         case 'M': o.method = optarg; break;
@@ -199,6 +210,7 @@ int main(int argc, char **argv)
         case 'D': o.D = atoi(optarg); break;
         case 't': o.target = atof(optarg); break;
         case 'E': o.eval_every = atoi(optarg); break;
+        case 'L': o.last_evals = atoi(optarg); break;
         case 'h': o.hidden = atoi(optarg); break;
         case 's': o.seed = strtoull(optarg, NULL, 10); break;
         case 'd': o.data = optarg; break;
@@ -207,12 +219,12 @@ int main(int argc, char **argv)
         default:
             fprintf(stderr, "usage: sasg_train [-n ranks] [-M dense|topk-em|lag|sasg] [-e epochs] [-b batch] "
                             "[-l lr] [-k ratio] [-D window] [-c threshold constant] [-t target] [-E eval steps] "
-                            "[-h hidden] [-s seed] [-d dir] [-T transport]\n");
+                            "[-L evals in the last epoch] [-h hidden] [-s seed] [-d dir] [-T transport]\n");
             return 2;
         }
     }
-    if (o.eval_every < 1 || o.batch < 1 || o.epochs < 1) {
-        fprintf(stderr, "sasg_train: -E, -b and -e must be positive\n");
+    if (o.eval_every < 1 || o.batch < 1 || o.epochs < 1 || o.last_evals < 1) {
+        fprintf(stderr, "sasg_train: -E, -L, -b and -e must be positive\n");
         return 2;
     }
     int xr, xs;

@@ -104,9 +104,10 @@ typedef struct terse_request terse_request_t;
  *  - size == 0: rank and size come from the launcher's environment
  *    (TERSE_RANK/TERSE_SIZE, OMPI_COMM_WORLD_*, PMI_*, SLURM_PROCID/NTASKS,
  *    RANK/WORLD_SIZE), in that order of preference.
- *  - root_addr: "host:port" of rank 0's rendezvous listener
- *    (TERSE_ROOT_ADDR, else MASTER_ADDR:MASTER_PORT, else 127.0.0.1 with a
- *    port derived from the job id).
+ *  - root_addr: "host:port" of rank 0's rendezvous listener, or
+ *    "host:first-last": rank 0 takes the first free port of the range and
+ *    the others find it (TERSE_ROOT_ADDR, else MASTER_ADDR:MASTER_PORT,
+ *    else 127.0.0.1 with 8 ports derived from the job id).
  *  - secret: per-job secret; connections that do not present it are rejected
  *    (TERSE_SECRET, else derived from the launcher's job id).
  *  - transport: "tcp", "verbs" or "auto" (TERSE_TRANSPORT).

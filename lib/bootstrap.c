@@ -4,6 +4,7 @@
 #include "net.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +12,10 @@
 #include <unistd.h>
 
 #define BOOT_MAGIC 0x5445424fu /* "TEBO" */
-#define BOOT_VERSION 1
+#define BOOT_VERSION 2
+/* A root found among several ports answers a hello within this time (it may
+ * still be opening its transport); a listener that does not is not ours. */
+#define BOOT_PROBE_ACK_SEC 3.0
 
 typedef struct boot_hello {
     uint32_t magic, version;
@@ -25,58 +29,134 @@ typedef struct boot_reply {
     int32_t status;
 } boot_reply_t;
 
+/* Root: listen on the first free port of the range. */
+static terse_status_t root_listen(terse_boot_t *boot, const char *root_addr)
+{
+    /* Listen on every interface: a host name often resolves to a loopback
+     * alias locally and to the real address elsewhere. */
+    int first = ntohs(boot->root.sin_port), err = 0;
+    for (int i = 0; i < boot->nports; i++) {
+        struct sockaddr_in any = boot->root;
+        any.sin_addr.s_addr = htonl(INADDR_ANY);
+        any.sin_port = htons((uint16_t)(first + i));
+        if (terse__net_listen(&any, &boot->lfd) == TERSE_OK) {
+            boot->root.sin_port = any.sin_port;
+            if (i > 0)
+                TERSE_INFO(BOOT, "root: ports %d-%d busy, listening on %d", first, first + i - 1, first + i);
+            return TERSE_OK;
+        }
+        err = errno;
+    }
+    if (boot->nports > 1)
+        TERSE_WARN(BOOT, "rank 0 cannot listen on any of ports %d-%d of %s (%s): other programs hold "
+                         "them; set TERSE_ROOT_ADDR=host:first-last", first, first + boot->nports - 1,
+                   root_addr, strerror(err));
+    else
+        TERSE_WARN(BOOT, "rank 0 cannot listen on port %d of %s (%s): is another job using it? "
+                         "set TERSE_ROOT_ADDR", first, root_addr, strerror(err));
+    return TERSE_ERR_SYSTEM;
+}
+
+/* Non-root: one attempt at one port. Connects, says hello and waits for the
+ * root's answer. Returns TERSE_OK with *fd_out, NOT_HERE when nothing that
+ * is this job's root answered there (nobody listening, a silent or foreign
+ * listener, another job's root while probing a range), or the root's refusal. */
+#define NOT_HERE 1
+static int try_root(terse_boot_t *boot, const struct sockaddr_in *addr, double deadline,
+                               int *fd_out)
+{
+    int probing = boot->nports > 1, fd;
+    double now = terse__now();
+    if (terse__net_connect_once(addr, now + 1.0 < deadline ? now + 1.0 : deadline, &fd))
+        return NOT_HERE;
+    boot_hello_t h = {BOOT_MAGIC, BOOT_VERSION, boot->secret_hash, boot->rank, boot->size,
+                      (uint32_t)boot->bloblen, 0};
+    boot_reply_t rep;
+    double ack = probing && now + BOOT_PROBE_ACK_SEC < deadline ? now + BOOT_PROBE_ACK_SEC : deadline;
+    if (terse__net_send_all(fd, &h, sizeof(h), ack) != TERSE_OK ||
+        terse__net_recv_all(fd, &rep, sizeof(rep), ack) != TERSE_OK || rep.magic != BOOT_MAGIC ||
+        (probing && rep.status == TERSE_ERR_AUTH)) {
+        close(fd);
+        return NOT_HERE;
+    }
+    if (rep.status != TERSE_OK) {
+        close(fd);
+        TERSE_WARN(BOOT, "rank %d: the root refused us: %s", boot->rank,
+                   terse_strerror((terse_status_t)rep.status));
+        return rep.status;
+    }
+    *fd_out = fd;
+    return TERSE_OK;
+}
+
 terse_status_t terse__boot_open(terse_boot_t *boot, int rank, int size, const char *root_addr,
-                                uint64_t secret_hash, double deadline)
+                                uint64_t secret_hash, size_t bloblen, double deadline)
 {
     memset(boot, 0, sizeof(*boot));
     boot->rank = rank;
     boot->size = size;
     boot->secret_hash = secret_hash;
+    boot->bloblen = bloblen;
     boot->fd = boot->lfd = -1;
-    terse_status_t st = terse__net_parse(root_addr, &boot->root);
+    terse_status_t st = terse__net_parse(root_addr, &boot->root, &boot->nports);
     if (st != TERSE_OK) {
-        TERSE_WARN(BOOT, "invalid root address '%s' (want host:port)", root_addr);
+        TERSE_WARN(BOOT, "invalid root address '%s' (want host:port or host:first-last, at most %d ports)",
+                   root_addr, TERSE_NET_MAX_PORTS);
         return st;
     }
     if (rank == 0) {
-        /* Listen on every interface: a host name often resolves to a loopback
-         * alias locally and to the real address elsewhere. */
-        struct sockaddr_in any = boot->root;
-        any.sin_addr.s_addr = htonl(INADDR_ANY);
-        st = terse__net_listen(&any, &boot->lfd);
-        if (st != TERSE_OK) {
-            TERSE_WARN(BOOT, "rank 0 cannot listen on port %d of %s: is another job using it? "
-                             "set TERSE_ROOT_ADDR", ntohs(boot->root.sin_port), root_addr);
+        if ((st = root_listen(boot, root_addr)) != TERSE_OK)
             return st;
-        }
         inet_ntop(AF_INET, &boot->root.sin_addr, boot->local_ip, sizeof(boot->local_ip));
         return TERSE_OK;
     }
-    st = terse__net_connect(&boot->root, deadline, &boot->fd);
-    if (st != TERSE_OK) {
-        TERSE_WARN(BOOT, "rank %d cannot reach the root at %s: %s", rank, root_addr,
-                   terse_strerror(st));
-        return st;
+    /* The root may not listen yet, or (given a range) on another port: go
+     * round the ports until one answers as this job's root. */
+    int first = ntohs(boot->root.sin_port);
+    double backoff = 0.01;
+    for (;;) {
+        for (int i = 0; i < boot->nports; i++) {
+            struct sockaddr_in a = boot->root;
+            a.sin_port = htons((uint16_t)(first + i));
+            int rc = try_root(boot, &a, deadline, &boot->fd);
+            if (rc == TERSE_OK) {
+                boot->root = a;
+                struct sockaddr_in me;
+                socklen_t len = sizeof(me);
+                getsockname(boot->fd, (struct sockaddr *)&me, &len);
+                inet_ntop(AF_INET, &me.sin_addr, boot->local_ip, sizeof(boot->local_ip));
+                return TERSE_OK;
+            }
+            if (rc != NOT_HERE)
+                return (terse_status_t)rc;
+        }
+        if (terse__now() + backoff >= deadline) {
+            TERSE_WARN(BOOT, "rank %d cannot reach the root at %s: %s", rank, root_addr,
+                       terse_strerror(TERSE_ERR_TIMEOUT));
+            return TERSE_ERR_TIMEOUT;
+        }
+        usleep((useconds_t)(backoff * 1e6));
+        if (backoff < 0.2)
+            backoff *= 2;
     }
-    struct sockaddr_in me;
-    socklen_t len = sizeof(me);
-    getsockname(boot->fd, (struct sockaddr *)&me, &len);
-    inet_ntop(AF_INET, &me.sin_addr, boot->local_ip, sizeof(boot->local_ip));
-    return TERSE_OK;
 }
 
-/* Root side: read and check one hello. Returns the rank it claims, or -1 if rejected. */
+/* Root side: check one hello, answer it, and read the rank's blob. Returns
+ * the rank, or -1 if rejected. */
 static int root_check(terse_boot_t *boot, int fd, size_t len, char *all, int *fds, double deadline)
 {
     boot_hello_t h;
     boot_reply_t rep = {BOOT_MAGIC, TERSE_OK};
     double hd = terse__now() + 5.0 < deadline ? terse__now() + 5.0 : deadline;
-    if (terse__net_recv_all(fd, &h, sizeof(h), hd) != TERSE_OK || h.magic != BOOT_MAGIC ||
-        h.version != BOOT_VERSION) {
+    if (terse__net_recv_all(fd, &h, sizeof(h), hd) != TERSE_OK || h.magic != BOOT_MAGIC) {
         TERSE_WARN(BOOT, "rejected a connection to the root that is not a terse rank");
         return -1;
     }
-    if (h.secret_hash != boot->secret_hash) {
+    if (h.version != BOOT_VERSION) {
+        rep.status = TERSE_ERR_PROTOCOL;
+        TERSE_WARN(BOOT, "rejected rank %d: bootstrap version %u, this root speaks %u (mixed terse builds)",
+                   (int)h.rank, h.version, BOOT_VERSION);
+    } else if (h.secret_hash != boot->secret_hash) {
         rep.status = TERSE_ERR_AUTH;
         TERSE_WARN(BOOT, "rejected rank %d: wrong job secret (another job, or TERSE_SECRET differs)",
                    (int)h.rank);
@@ -91,13 +171,12 @@ static int root_check(terse_boot_t *boot, int fd, size_t len, char *all, int *fd
     } else if (h.bloblen != len) {
         rep.status = TERSE_ERR_PROTOCOL;
     }
-    if (rep.status == TERSE_OK &&
-        terse__net_recv_all(fd, all + (size_t)h.rank * len, len, hd) != TERSE_OK)
+    if (terse__net_send_all(fd, &rep, sizeof(rep), hd) != TERSE_OK || rep.status != TERSE_OK)
         return -1;
-    if (rep.status != TERSE_OK) {
-        terse__net_send_all(fd, &rep, sizeof(rep), hd);
+    /* a rank that gave up waiting for the answer closed the connection: its
+     * blob is missing and it will come again */
+    if (terse__net_recv_all(fd, all + (size_t)h.rank * len, len, deadline) != TERSE_OK)
         return -1;
-    }
     return h.rank;
 }
 
@@ -109,10 +188,8 @@ terse_status_t terse__boot_allgather(terse_boot_t *boot, const void *mine, size_
     terse_status_t st = TERSE_OK;
     memcpy(all + (size_t)boot->rank * len, mine, len);
     if (boot->rank != 0) {
-        boot_hello_t h = {BOOT_MAGIC, BOOT_VERSION, boot->secret_hash, boot->rank, n, (uint32_t)len, 0};
         boot_reply_t rep;
-        if ((st = terse__net_send_all(boot->fd, &h, sizeof(h), deadline)) != TERSE_OK ||
-            (st = terse__net_send_all(boot->fd, mine, len, deadline)) != TERSE_OK ||
+        if ((st = terse__net_send_all(boot->fd, mine, len, deadline)) != TERSE_OK ||
             (st = terse__net_recv_all(boot->fd, &rep, sizeof(rep), deadline)) != TERSE_OK) {
             TERSE_WARN(BOOT, "rank %d: rendezvous with the root failed: %s", boot->rank,
                        terse_strerror(st));
@@ -121,7 +198,7 @@ terse_status_t terse__boot_allgather(terse_boot_t *boot, const void *mine, size_
         if (rep.magic != BOOT_MAGIC)
             return TERSE_ERR_PROTOCOL;
         if (rep.status != TERSE_OK) {
-            TERSE_WARN(BOOT, "rank %d: the root refused us: %s", boot->rank,
+            TERSE_WARN(BOOT, "rank %d: the root gave up: %s", boot->rank,
                        terse_strerror((terse_status_t)rep.status));
             return (terse_status_t)rep.status;
         }

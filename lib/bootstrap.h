@@ -19,16 +19,20 @@
 typedef struct terse_boot {
     int rank, size;
     uint64_t secret_hash;
-    struct sockaddr_in root;
+    size_t bloblen;
+    struct sockaddr_in root; /* the root's address; its port once found */
+    int nports;              /* ports to try from root's: "host:first-last" */
     int fd;  /* non-root: connection to the root */
     int lfd; /* root: listener */
     char local_ip[64]; /* address this process uses to reach the root */
 } terse_boot_t;
 
-/* Phase 1: the root starts listening; others connect to it (retrying until
- * the deadline). Fills boot->local_ip. */
+/* Phase 1: the root listens on the first free port of root_addr
+ * ("host:port" or "host:first-last"); the others go round those ports until
+ * one answers their hello as this job's root (retrying until the deadline).
+ * Every rank's blob for phase 2 has bloblen bytes. Fills boot->local_ip. */
 terse_status_t terse__boot_open(terse_boot_t *boot, int rank, int size, const char *root_addr,
-                                uint64_t secret_hash, double deadline);
+                                uint64_t secret_hash, size_t bloblen, double deadline);
 
 /* Phase 2: allgather of fixed-size blobs; all[r * len] receives rank r's. */
 terse_status_t terse__boot_allgather(terse_boot_t *boot, const void *mine, size_t len, void *all,

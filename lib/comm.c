@@ -17,6 +17,34 @@
 #include <string.h>
 
 /* Resolve rank, size, root address and secret: API > TERSE_* > launcher. */
+/* blob each rank sends at rendezvous: transport address | receive-slot key |
+ * transport name */
+#define BOOT_BLOB_LEN (TERSE_TP_ADDR_MAX + TERSE_TP_RKEY_MAX + 16)
+#define DERIVED_PORTS 8
+
+/* Single-node default: every rank of the job derives the same range of
+ * DERIVED_PORTS ports from the job id; the root takes the first free one.
+ * The range lies below the kernel's ephemeral ports, which any outgoing
+ * connection on the machine may hold. */
+static void derived_root(const char *jobid, char *root, size_t rootlen)
+{
+    unsigned lo = 32768, hi = 60999, base, span;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f) {
+        if (fscanf(f, "%u %u", &lo, &hi) != 2)
+            lo = 32768, hi = 60999;
+        fclose(f);
+    }
+    if (lo >= 10000 + 1000 + DERIVED_PORTS)
+        base = 10000, span = lo - 10000 - DERIVED_PORTS;
+    else if (hi + 1000 + DERIVED_PORTS <= 65535)
+        base = hi + 1, span = 65535 - hi - DERIVED_PORTS;
+    else
+        base = 20000, span = 20000;
+    unsigned p = base + (unsigned)(terse__hash64(jobid, strlen(jobid), 0) % span);
+    snprintf(root, rootlen, "127.0.0.1:%u-%u", p, p + DERIVED_PORTS - 1);
+}
+
 static terse_status_t resolve_identity(terse_comm_t *comm, const terse_comm_params_t *p,
                                        char *root, size_t rootlen, char *secret, size_t seclen)
 {
@@ -52,9 +80,7 @@ static terse_status_t resolve_identity(terse_comm_t *comm, const terse_comm_para
     else if (env.master[0])
         snprintf(root, rootlen, "%s", env.master);
     else if (env.jobid[0])
-        /* Single-node default: every rank of the job derives the same port. */
-        snprintf(root, rootlen, "127.0.0.1:%u",
-                 20000u + (unsigned)(terse__hash64(env.jobid, strlen(env.jobid), 0) % 20000u));
+        derived_root(env.jobid, root, rootlen);
     else if (comm->size == 1)
         snprintf(root, rootlen, "127.0.0.1:0");
     else {
@@ -152,7 +178,7 @@ terse_status_t terse_comm_create(const terse_comm_params_t *params, terse_comm_t
 
     terse_boot_t boot;
     if (comm->size > 1) {
-        st = terse__boot_open(&boot, comm->rank, comm->size, root, comm->secret_hash, deadline);
+        st = terse__boot_open(&boot, comm->rank, comm->size, root, comm->secret_hash, BOOT_BLOB_LEN, deadline);
         if (st != TERSE_OK) {
             terse__boot_close(&boot);
             free(comm);
@@ -176,9 +202,8 @@ terse_status_t terse_comm_create(const terse_comm_params_t *params, terse_comm_t
         st = setup_slots(comm);
 
     /* Rendezvous: everyone's transport address and receive-slot key. */
-    /* blob: transport address | receive-slot key | transport name */
-    const size_t blen = TERSE_TP_ADDR_MAX + TERSE_TP_RKEY_MAX + 16;
-    char mine[TERSE_TP_ADDR_MAX + TERSE_TP_RKEY_MAX + 16] = {0};
+    const size_t blen = BOOT_BLOB_LEN;
+    char mine[BOOT_BLOB_LEN] = {0};
     char *all = NULL;
     const void **blobs = NULL;
     if (st == TERSE_OK) {

@@ -37,8 +37,8 @@ static const cfg_row_t terse_config_table[] = {
     ROW("TERSE_TIMEOUT", CFG_DOUBLE, timeout_sec, "60",
         "Seconds to wait for a silent peer or for rendezvous before failing with TERSE_ERR_TIMEOUT."),
     ROW_S("TERSE_ROOT_ADDR", root_addr, "",
-          "host:port of rank 0's rendezvous listener (default MASTER_ADDR:MASTER_PORT, else "
-          "127.0.0.1 and a port derived from the job id)."),
+          "host:port or host:first-last of rank 0's rendezvous listener (default "
+          "MASTER_ADDR:MASTER_PORT, else 127.0.0.1 and 8 ports derived from the job id)."),
     ROW_S("TERSE_SECRET", secret, "",
           "Per-job secret every connection must present (default: derived from the launcher job id)."),
     ROW_S("TERSE_BIND_ADDR", bind_addr, "",

@@ -41,7 +41,7 @@ uint64_t terse__hash64(const void *data, size_t len, uint64_t seed)
     return h;
 }
 
-terse_status_t terse__net_parse(const char *hostport, struct sockaddr_in *out)
+terse_status_t terse__net_parse(const char *hostport, struct sockaddr_in *out, int *nports)
 {
     char host[256];
     const char *colon = strrchr(hostport, ':');
@@ -50,8 +50,11 @@ terse_status_t terse__net_parse(const char *hostport, struct sockaddr_in *out)
     memcpy(host, hostport, (size_t)(colon - hostport));
     host[colon - hostport] = 0;
     char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || port < 0 || port > 65535)
+    long port = strtol(colon + 1, &end, 10), last = port;
+    if (*end == '-' && nports)
+        last = strtol(end + 1, &end, 10);
+    if (*end || end == colon + 1 || port < 0 || port > 65535 || last < port || last > 65535 ||
+        last - port >= TERSE_NET_MAX_PORTS || (port == 0 && last != 0))
         return TERSE_ERR_INVALID_ARG;
     struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
     if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) {
@@ -61,6 +64,8 @@ terse_status_t terse__net_parse(const char *hostport, struct sockaddr_in *out)
     memcpy(out, res->ai_addr, sizeof(*out));
     out->sin_port = htons((uint16_t)port);
     freeaddrinfo(res);
+    if (nports)
+        *nports = (int)(last - port) + 1;
     return TERSE_OK;
 }
 
@@ -78,10 +83,9 @@ terse_status_t terse__net_listen(struct sockaddr_in *addr, int *fd_out)
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)addr, sizeof(*addr)) != 0 || listen(fd, 1024) != 0) {
-        char ip[32];
-        TERSE_WARN(BOOT, "cannot listen on %s:%d: %s", inet_ntop(AF_INET, &addr->sin_addr, ip, 32),
-                   ntohs(addr->sin_port), strerror(errno));
+        int err = errno;
         close(fd);
+        errno = err;
         return TERSE_ERR_SYSTEM;
     }
     socklen_t len = sizeof(*addr);
@@ -91,35 +95,43 @@ terse_status_t terse__net_listen(struct sockaddr_in *addr, int *fd_out)
     return TERSE_OK;
 }
 
+int terse__net_connect_once(const struct sockaddr_in *addr, double deadline, int *fd_out)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return errno;
+    terse__net_set_nonblocking(fd, 1);
+    int rc = connect(fd, (const struct sockaddr *)addr, sizeof(*addr));
+    if (rc != 0 && errno == EINPROGRESS) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        if (poll(&p, 1, ms_left(deadline)) == 1) {
+            int err = 0;
+            socklen_t el = sizeof(err);
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+            rc = err ? -1 : 0;
+            errno = err;
+        } else {
+            errno = ETIMEDOUT;
+        }
+    }
+    if (rc != 0) {
+        int err = errno;
+        close(fd);
+        return err ? err : ECONNREFUSED;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    *fd_out = fd;
+    return 0;
+}
+
 terse_status_t terse__net_connect(const struct sockaddr_in *addr, double deadline, int *fd_out)
 {
     double backoff = 0.01;
     for (;;) {
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            return TERSE_ERR_SYSTEM;
-        terse__net_set_nonblocking(fd, 1);
-        int rc = connect(fd, (const struct sockaddr *)addr, sizeof(*addr));
-        if (rc != 0 && errno == EINPROGRESS) {
-            struct pollfd p = {.fd = fd, .events = POLLOUT};
-            if (poll(&p, 1, ms_left(deadline)) == 1) {
-                int err = 0;
-                socklen_t el = sizeof(err);
-                getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
-                rc = err ? -1 : 0;
-                errno = err;
-            } else {
-                errno = ETIMEDOUT;
-            }
-        }
-        if (rc == 0) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-            *fd_out = fd;
+        int err = terse__net_connect_once(addr, deadline, fd_out);
+        if (!err)
             return TERSE_OK;
-        }
-        int err = errno;
-        close(fd);
         if (terse__now() + backoff >= deadline)
             return TERSE_ERR_TIMEOUT;
         if (err != ECONNREFUSED && err != ETIMEDOUT && err != ECONNRESET && err != EAGAIN)

@@ -10,11 +10,20 @@
 /* Monotonic clock in seconds. */
 double terse__now(void);
 
-/* "host:port" -> IPv4 socket address (host may be a name). */
-terse_status_t terse__net_parse(const char *hostport, struct sockaddr_in *out);
+/* Most ports a "host:first-last" address may name. */
+#define TERSE_NET_MAX_PORTS 64
 
-/* Listen on addr (port 0 picks one); addr is updated with the bound port. */
+/* "host:port" -> IPv4 socket address (host may be a name). With nports,
+ * "host:first-last" is also accepted: out gets the first port and *nports
+ * how many there are (1 for a single port). */
+terse_status_t terse__net_parse(const char *hostport, struct sockaddr_in *out, int *nports);
+
+/* Listen on addr (port 0 picks one); addr is updated with the bound port.
+ * Fails quietly with errno set: the caller knows what the port was for. */
 terse_status_t terse__net_listen(struct sockaddr_in *addr, int *fd);
+
+/* One connection attempt bounded by the deadline: 0 or the errno. */
+int terse__net_connect_once(const struct sockaddr_in *addr, double deadline, int *fd);
 
 /* Connect, retrying refused connections until the deadline (the peer may not
  * be listening yet). */

@@ -154,7 +154,7 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
     terse_comm_t *comm;
     terse_comm_params_t p = {.rank = ctx->rank, .size = ctx->size, .root_addr = ctx->root,
                              .secret = ctx->secret, .transport = o->transport};
-    terse_status_t st = ctx->root[0] ? terse_comm_create(&p, &comm) : terse_comm_create_from_env(&comm);
+    terse_status_t st = terse_comm_create(&p, &comm); /* an empty root: the launcher's default */
     if (st != TERSE_OK) {
         fprintf(stderr, "terse_perf: rank %d: communicator: %s\n", ctx->rank, terse_strerror(st));
         return 1;

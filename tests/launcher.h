@@ -7,7 +7,7 @@
 
 typedef struct terse_launch_ctx {
     int rank, size;
-    char root[64];   /* rendezvous address for terse_comm_params_t.root_addr */
+    char root[64];   /* root_addr for terse_comm_params_t; empty under mpirun/srun: the library derives it */
     char secret[64]; /* unique per launch */
 } terse_launch_ctx_t;
 

@@ -1,8 +1,9 @@
 /*
  * test_fault.c - failure behaviour: a rank killed mid-collective, a rank that
  * stops responding, mismatched calls (count, op, dtype, collective, sequence),
- * a process with the wrong job secret, garbage connections to the root, a rank
- * that never shows up, and the sticky error afterwards. Every survivor must
+ * a process with the wrong job secret, garbage connections to the root, busy
+ * ports in the root's range, malformed root addresses, a rank that never
+ * shows up, and the sticky error afterwards. Every survivor must
  * return an error (never hang) within the timeout, naming the peer.
  */
 #include "launcher.h"
@@ -16,6 +17,7 @@
 #include <linux/capability.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -207,6 +209,94 @@ static int body_secret(const terse_launch_ctx_t *ctx, void *arg)
     return 0;
 }
 
+/* ---- the root's port range: busy ports are skipped ----------------------
+ * Rank 0 fills the first three ports of the range before creating: a
+ * listener that never answers, a port bound but not listening, and another
+ * job's root. The job must meet on the fourth port. */
+static int probe_range(int *first)
+{
+    for (int tries = 0; tries < 200; tries++) {
+        int p = 11000 + (int)((unsigned)(getpid() * 7919 + tries * 104729) % 19000u), ok = 1;
+        for (int i = 0; i < 5 && ok; i++) {
+            int fd = socket(AF_INET, SOCK_STREAM, 0);
+            struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)(p + i))};
+            ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+            if (fd >= 0)
+                close(fd);
+        }
+        if (ok) {
+            *first = p;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int body_busy_ports(const terse_launch_ctx_t *ctx, void *arg)
+{
+    const int *first = arg, p = *first;
+    char range[64];
+    snprintf(range, sizeof(range), "127.0.0.1:%d-%d", p, p + 4);
+    pid_t foreign = -1;
+    int silent = -1, bound = -1;
+    if (ctx->rank == 0) {
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p)};
+        silent = socket(AF_INET, SOCK_STREAM, 0);
+        RCHECK(ctx, bind(silent, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(silent, 16) == 0,
+               "silent listener on %d", p);
+        a.sin_port = htons((uint16_t)(p + 1));
+        bound = socket(AF_INET, SOCK_STREAM, 0);
+        RCHECK(ctx, bind(bound, (struct sockaddr *)&a, sizeof(a)) == 0, "bind %d", p + 1);
+        if ((foreign = fork()) == 0) {
+            /* another job's root, waiting for a rank that never comes */
+            char other[64];
+            snprintf(other, sizeof(other), "127.0.0.1:%d", p + 2);
+            terse_comm_params_t op = {.rank = 0, .size = 2, .root_addr = other, .secret = "other-job",
+                                      .transport = g_transport, .timeout_sec = 12};
+            terse_comm_t *oc = NULL;
+            _exit(terse_comm_create(&op, &oc) == TERSE_ERR_TIMEOUT ? 0 : 1);
+        }
+        usleep(500000);
+    }
+    terse_comm_params_t cp = {.rank = ctx->rank, .size = ctx->size, .root_addr = range, .secret = ctx->secret,
+                              .transport = g_transport, .timeout_sec = 20};
+    terse_comm_t *comm = NULL;
+    double t0 = now();
+    terse_status_t st = terse_comm_create(&cp, &comm);
+    RCHECK(ctx, st == TERSE_OK, "create over %s: %s", range, terse_strerror(st));
+    RCHECK(ctx, now() - t0 < 15, "took %.1f s to find the root", now() - t0);
+    int v = ctx->rank + 1, sum = 0;
+    RCHECK(ctx, terse_allreduce(comm, &v, &sum, 1, TERSE_INT32, TERSE_SUM) == TERSE_OK, "allreduce");
+    RCHECK(ctx, sum == ctx->size * (ctx->size + 1) / 2, "sum %d", sum);
+    terse_comm_destroy(comm);
+    if (ctx->rank == 0) {
+        int ws = 0;
+        RCHECK(ctx, waitpid(foreign, &ws, 0) == foreign && WIFEXITED(ws) && WEXITSTATUS(ws) == 0,
+               "the other job's root did not listen on %d and time out alone", p + 2);
+        close(silent), close(bound);
+    }
+    return 0;
+}
+
+/* ---- malformed root addresses fail at once on every rank ----------------- */
+static int body_bad_root(const terse_launch_ctx_t *ctx, void *arg)
+{
+    (void)arg;
+    static const char *bad[] = {"127.0.0.1:9000-8999", "127.0.0.1:9000-9100", "127.0.0.1:0-4",
+                                "127.0.0.1:9000-", "127.0.0.1:-9000", "127.0.0.1:90000", "127.0.0.1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        terse_comm_params_t cp = {.rank = ctx->rank, .size = ctx->size, .root_addr = bad[i],
+                                  .secret = ctx->secret, .transport = g_transport, .timeout_sec = 20};
+        terse_comm_t *comm = NULL;
+        double t0 = now();
+        terse_status_t st = terse_comm_create(&cp, &comm);
+        RCHECK(ctx, st == TERSE_ERR_INVALID_ARG && !comm, "'%s': got %s, want INVALID_ARG", bad[i],
+               terse_strerror(st));
+        RCHECK(ctx, now() - t0 < 2, "'%s' took %.1f s to refuse", bad[i], now() - t0);
+    }
+    return 0;
+}
+
 /* ---- a rank never shows up: creation times out ------------------------- */
 static int body_absent(const terse_launch_ctx_t *ctx, void *arg)
 {
@@ -288,6 +378,13 @@ static void t_silent(void) { expect_ok(4, 60, body_silent, NULL, "silent"); }
 static void t_secret(void) { expect_ok(3, 40, body_secret, NULL, "secret"); }
 static void t_absent(void) { expect_ok(3, 30, body_absent, NULL, "absent"); }
 static void t_departed(void) { expect_ok(3, 30, body_departed, NULL, "departed"); }
+static void t_busy_ports(void)
+{
+    int first;
+    CU_ASSERT_EQUAL_FATAL(probe_range(&first), 0);
+    expect_ok(4, 60, body_busy_ports, &first, "busy ports");
+}
+static void t_bad_root(void) { expect_ok(2, 30, body_bad_root, NULL, "bad root"); }
 static void t_memlock(void) { expect_ok(1, 30, body_memlock, NULL, "memlock"); }
 #define MM(name, k)                                                        \
     static void t_mm_##name(void)                                          \
@@ -328,6 +425,8 @@ int main(void)
         CU_add_test(s, "mismatched broadcast root", t_mm_root);
         CU_add_test(s, "wrong job secret and stray connections", t_secret);
         CU_add_test(s, "rank never joins -> creation times out", t_absent);
+        CU_add_test(s, "root port range: busy, silent and foreign ports skipped", t_busy_ports);
+        CU_add_test(s, "malformed root address -> INVALID_ARG at once", t_bad_root);
         CU_add_test(s, "peer destroyed its communicator", t_departed);
         /* TCP registers nothing with the kernel: the limit only binds verbs */
         if (strcmp(tp, "verbs") == 0)

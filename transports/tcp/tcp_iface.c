@@ -39,6 +39,8 @@ static terse_status_t tcp_open(const terse_tp_params_t *params, terse_tp_t **tp_
     }
     terse_status_t st = terse__net_listen(&tp->addr, &tp->lfd);
     if (st != TERSE_OK) {
+        TERSE_WARN(NET, "cannot listen on %s (any port): %s", params->bind_addr ? params->bind_addr : "",
+                   strerror(errno));
         free(tp->peers), free(tp->pfds), free(tp->pfd_peer), free(tp);
         return st;
     }
