@@ -90,6 +90,8 @@ void terse_sparse_destroy(terse_sparse_t *s)
     for (int i = 0; s->parts && i < s->n; i++)
         free(s->parts[i].idx), free(s->parts[i].val);
     free(s->rbuf), free(s->rcap), free(s->rlen), free(s->parts), free(s->counts), free(s->offsets);
+    if (s->msg_reg)
+        terse_mem_deregister(s->comm, s->msg_reg);
     free(s->msg), free(s->sidx), free(s->sval), free(s->oidx), free(s->oval);
     free(s);
 }
@@ -106,6 +108,37 @@ static int grow(void **buf, size_t *cap, size_t want, size_t elem)
         return -1;
     *buf = b;
     *cap = c;
+    return 0;
+}
+
+/* The own message lives in registered memory so the verbs transport sends it
+ * zero-copy. It only grows (doubling), so registrations stay few; when the
+ * locked-memory limit refuses one, sends bounce (correct, one copy slower). */
+static int msg_reserve(terse_sparse_t *s, size_t want)
+{
+    if (want <= s->msg_cap)
+        return 0;
+    size_t c = s->msg_cap ? s->msg_cap : 4096;
+    while (c < want)
+        c *= 2;
+    unsigned char *b;
+    if (posix_memalign((void **)&b, 4096, c))
+        return -1;
+    if (s->msg_reg)
+        terse_mem_deregister(s->comm, s->msg_reg);
+    s->msg_reg = NULL;
+    free(s->msg);
+    s->msg = b;
+    s->msg_cap = c;
+    if (s->n > 1) {
+        terse_status_t st = terse_mem_register(s->comm, b, c, &s->msg_reg);
+        if (st != TERSE_OK) {
+            s->msg_reg = NULL;
+            if (!s->reg_warned++)
+                TERSE_WARN(COLL, "sparse collective: cannot register its %zu-byte message buffer (%s): "
+                                 "sends are copied instead", c, terse_strerror(st));
+        }
+    }
     return 0;
 }
 
@@ -217,7 +250,7 @@ static terse_status_t encode_msg(terse_sparse_t *s, int kind, const uint32_t *id
         }
         if (dense_ok && s->p.dense_switch && (5 * k + vs * k) >= vs * s->len) {
             /* estimate says the list is no smaller than the vector: send it dense */
-            if (grow((void **)&s->msg, &s->msg_cap, HDR + vs * s->len, 1))
+            if (msg_reserve(s, HDR + vs * s->len))
                 return TERSE_ERR_NO_MEMORY;
             float *dense = calloc(s->len, sizeof(float));
             if (!dense)
@@ -233,7 +266,7 @@ static terse_status_t encode_msg(terse_sparse_t *s, int kind, const uint32_t *id
             s->dense_sends++;
             return TERSE_OK;
         }
-        if (grow((void **)&s->msg, &s->msg_cap, HDR + (5 + vs) * k, 1))
+        if (msg_reserve(s, HDR + (5 + vs) * k))
             return TERSE_ERR_NO_MEMORY;
         size_t w = HDR;
         uint32_t prev = 0;
@@ -246,13 +279,13 @@ static terse_status_t encode_msg(terse_sparse_t *s, int kind, const uint32_t *id
         put_values(s, s->msg + w, val, k);
         s->msg_len = w + vs * k;
     } else if (kind == TERSE_SPMSG_DENSE) {
-        if (grow((void **)&s->msg, &s->msg_cap, HDR + vs * s->len, 1))
+        if (msg_reserve(s, HDR + vs * s->len))
             return TERSE_ERR_NO_MEMORY;
         h.k = s->len;
         put_values(s, s->msg + HDR, val, s->len);
         s->msg_len = HDR + vs * s->len;
     } else {
-        if (grow((void **)&s->msg, &s->msg_cap, HDR, 1))
+        if (msg_reserve(s, HDR))
             return TERSE_ERR_NO_MEMORY;
         s->msg_len = HDR;
     }

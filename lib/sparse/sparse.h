@@ -47,8 +47,10 @@ struct terse_sparse {
     uint64_t sig;
     terse_rng_t rng;
 
-    unsigned char *msg; /* own message */
+    unsigned char *msg; /* own message, registered: verbs sends it zero-copy */
     size_t msg_cap, msg_len;
+    terse_memreg_t *msg_reg; /* NULL: sends bounce through the transport's buffers */
+    int reg_warned;
     unsigned char **rbuf; /* per peer receive buffer */
     size_t *rcap, *rlen; /* capacity, length of the last message */
     terse_sparse_part_t *parts; /* per rank, decoded */
