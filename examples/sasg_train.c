@@ -124,18 +124,14 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
                     u[i] = (float)o->lr * g[i];
                 st = terse_allreduce(comm, u, upd, P, TERSE_FLOAT32, TERSE_SUM);
             } else {
-                double change = -1;
-                if (terse_sasg_need_change(sg)) {
-                    if (always) {
-                        change = INFINITY;
-                    } else {
+                if (always) { /* top-k + error memory: never skips */
+                    st = terse_sasg_step(sg, x, g, INFINITY, upd, &up);
+                } else {
+                    int need = terse_sasg_need_change(sg);
+                    if (need) /* the gradient at the last-upload model, same minibatch */
                         model_run(&m, terse_sasg_stale_point(sg), gs, &train, batch, B, scratch, &dummy);
-                        change = 0;
-                        for (size_t i = 0; i < P; i++)
-                            change += (double)(g[i] - gs[i]) * (g[i] - gs[i]);
-                    }
+                    st = terse_sasg_step_grads(sg, x, g, need ? gs : NULL, upd, &up);
                 }
-                st = terse_sasg_step(sg, x, g, change, upd, &up);
             }
             if (st != TERSE_OK) {
                 const char *d;

@@ -490,6 +490,14 @@ TERSE_API terse_status_t terse_sasg_set_lr(terse_sasg_t *s, double lr);
 /** One step. theta: the current model (kept as the stale point on upload). */
 TERSE_API terse_status_t terse_sasg_step(terse_sasg_t *s, const float *theta, const float *grad,
                                          double change_sq, float *update, int *uploaded);
+/** The same step given both gradients: change_sq = ||grad - grad_stale||^2 is
+ * computed here (float differences squared and summed in double, in index
+ * order). grad_stale (the gradient at
+ * terse_sasg_stale_point() on the same minibatch) may be NULL when
+ * terse_sasg_need_change() is 0; NULL when it is needed is
+ * TERSE_ERR_INVALID_ARG on every rank. */
+TERSE_API terse_status_t terse_sasg_step_grads(terse_sasg_t *s, const float *theta, const float *grad,
+                                               const float *grad_stale, float *update, int *uploaded);
 
 typedef struct terse_sasg_stats {
     uint64_t steps, uploads, skips, bytes_sent; /* this rank */

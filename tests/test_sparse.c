@@ -247,6 +247,24 @@ static int body_sasg(const terse_launch_ctx_t *ctx, void *arg)
         RCHECK(ctx, memcmp(upd, after_ck + (size_t)(step - 10) * n, n * 4) == 0, "step %d differs after resume", step);
     }
     terse_sasg_destroy(r);
+    /* both gradients instead of the scalar: equal ones skip, far ones upload,
+     * a missing stale gradient fails on every rank */
+    RCHECK(ctx, terse_sasg_create(comm, n, &p, &r) == TERSE_OK, "create");
+    for (step = 0; step < D; step++)
+        RCHECK(ctx, terse_sasg_step_grads(r, theta, grad, NULL, upd, &uploaded) == TERSE_OK && uploaded,
+               "warm-up with grads");
+    RCHECK(ctx, terse_sasg_need_change(r), "change wanted after the warm-up");
+    RCHECK(ctx, terse_sasg_step_grads(r, theta, grad, grad, upd, &uploaded) == TERSE_OK && !uploaded,
+           "equal gradients uploaded");
+    memcpy(prev, grad, n * 4);
+    prev[n / 2] += 1e6f;
+    RCHECK(ctx, terse_sasg_step_grads(r, theta, grad, prev, upd, &uploaded) == TERSE_OK && uploaded,
+           "far gradients skipped");
+    if (terse_sasg_need_change(r)) {
+        terse_status_t st = terse_sasg_step_grads(r, theta, grad, ctx->rank == 0 ? NULL : grad, upd, &uploaded);
+        RCHECK(ctx, st == TERSE_ERR_INVALID_ARG, "missing stale gradient: %s", terse_strerror(st));
+    }
+    terse_sasg_destroy(r);
     /* k = n: uploads travel dense; the update is exactly the sum of lr x grad */
     p.ratio = 1.0;
     RCHECK(ctx, terse_sasg_create(comm, n, &p, &r) == TERSE_OK, "create dense");

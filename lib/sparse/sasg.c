@@ -285,6 +285,27 @@ terse_status_t terse_sasg_step(terse_sasg_t *s, const float *theta, const float 
     return TERSE_OK;
 }
 
+terse_status_t terse_sasg_step_grads(terse_sasg_t *s, const float *theta, const float *grad,
+                                     const float *grad_stale, float *update, int *uploaded)
+{
+    if (!s || !grad)
+        return terse_sasg_step(s, theta, grad, -1, update, uploaded);
+    double change = -1;
+    if (terse_sasg_need_change(s)) {
+        if (!grad_stale) {
+            TERSE_WARN(COLL, "sasg_step_grads: this step needs the stale gradient");
+            change = NAN; /* every rank fails together */
+        } else {
+            change = 0;
+            for (size_t i = 0; i < s->len; i++) {
+                double d = (double)(grad[i] - grad_stale[i]);
+                change += d * d;
+            }
+        }
+    }
+    return terse_sasg_step(s, theta, grad, change, update, uploaded);
+}
+
 terse_status_t terse_sasg_stats(const terse_sasg_t *s, terse_sasg_stats_t *stats)
 {
     if (!s || !stats)
