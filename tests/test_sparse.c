@@ -71,8 +71,15 @@ static int body_sparse(const terse_launch_ctx_t *ctx, void *arg)
         for (int t = 0; t < 6; t++) {
             size_t k = make_input(ctx->rank, t, n, fmt == TERSE_SPARSE_CNAT8, idx, val);
             terse_sparse_list_t L;
+            terse_comm_stats_t c0, c1;
+            terse_comm_stats(comm, &c0);
             terse_status_t st = terse_sparse_allgather(s, idx, val, k, &L);
             RCHECK(ctx, st == TERSE_OK, "allgather: %s", terse_strerror(st));
+            /* the message goes out of registered memory: zero-copy on verbs */
+            terse_comm_stats(comm, &c1);
+            RCHECK(ctx, c1.reg_misses == c0.reg_misses && (ctx->size == 1 || c1.reg_hits > c0.reg_hits),
+                   "allgather sent %llu chunks from unregistered memory",
+                   (unsigned long long)(c1.reg_misses - c0.reg_misses));
             size_t total = 0;
             for (int r = 0; r < ctx->size; r++) {
                 size_t kr = make_input(r, t, n, fmt == TERSE_SPARSE_CNAT8, ridx, rval);
