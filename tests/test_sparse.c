@@ -10,6 +10,7 @@
  * conservation, checkpoint and resume. Transports: TERSE_TEST_TRANSPORTS.
  */
 #include "launcher.h"
+#include "sparse/sparse.h"
 #include "testutil.h"
 
 #include <CUnit/Basic.h>
@@ -306,6 +307,78 @@ static int body_sasg(const terse_launch_ctx_t *ctx, void *arg)
     return 0;
 }
 
+/* Mutated messages (bit flips, truncation, extension, random bytes) are
+ * either refused or decode to in-range indices and finite values: never a
+ * crash or a read past the end. Valid messages from every value format and
+ * kind are the seeds. */
+static void test_decode_fuzz(void)
+{
+    terse_comm_params_t cp = {.rank = 0, .size = 1, .root_addr = "127.0.0.1:0", .secret = "fuzz"};
+    terse_comm_t *comm;
+    CU_ASSERT_EQUAL_FATAL(terse_comm_create(&cp, &comm), TERSE_OK);
+    size_t n = 777;
+    uint32_t idx[777];
+    float val[777];
+    uint64_t seed = 7;
+    int refused = 0, accepted = 0, bad = 0;
+    for (int fmt = TERSE_SPARSE_FP32; fmt <= TERSE_SPARSE_CNAT8; fmt++) {
+        terse_sparse_params_t p;
+        terse_sparse_params_init(&p);
+        p.values = (terse_sparse_values_t)fmt;
+        terse_sparse_t *s;
+        CU_ASSERT_EQUAL_FATAL(terse_sparse_create(comm, n, &p, &s), TERSE_OK);
+        for (int kind = 0; kind < 3; kind++) {
+            size_t k = kind == 0 ? 0 : kind == 1 ? 40 : n; /* empty, list, dense */
+            for (size_t j = 0; j < k; j++)
+                idx[j] = (uint32_t)((j * 19) % n), val[j] = (float)j - 20.5f;
+            terse_sparse_list_t L;
+            CU_ASSERT_EQUAL_FATAL(terse_sparse_allgather(s, idx, val, k, &L), TERSE_OK);
+            size_t len = s->msg_len, cap = len + 64;
+            unsigned char *orig = malloc(len), *m = malloc(cap);
+            memcpy(orig, s->msg, len);
+            CU_ASSERT_EQUAL(terse__sparse_decode(s, 0, orig, len), 0);
+            for (int t = 0; t < 20000; t++) {
+                size_t ml = len;
+                memcpy(m, orig, len);
+                switch (lcg(&seed) % 4) {
+                case 0: /* a few bit flips */
+                    for (int f = 0, nf = 1 + (int)(lcg(&seed) % 3); f < nf; f++)
+                        m[lcg(&seed) % len] ^= (unsigned char)(1u << (lcg(&seed) % 8));
+                    break;
+                case 1: /* truncated */
+                    ml = (size_t)(lcg(&seed) % len);
+                    break;
+                case 2: /* extended by garbage */
+                    ml = len + 1 + (size_t)(lcg(&seed) % 63);
+                    for (size_t j = len; j < ml; j++)
+                        m[j] = (unsigned char)lcg(&seed);
+                    break;
+                default: /* random bytes after a valid header */
+                    for (size_t j = sizeof(terse_sparse_msg_hdr_t); j < len; j++)
+                        m[j] = (unsigned char)lcg(&seed);
+                }
+                unsigned char *exact = malloc(ml ? ml : 1); /* sized exactly: overreads hit the end */
+                memcpy(exact, m, ml);
+                if (terse__sparse_decode(s, 0, exact, ml)) {
+                    refused++;
+                } else {
+                    accepted++;
+                    const terse_sparse_part_t *pt = &s->parts[0];
+                    for (size_t j = 0; j < pt->k; j++)
+                        bad += (pt->kind == TERSE_SPMSG_LIST && pt->idx[j] >= n) || !isfinite(pt->val[j]);
+                }
+                free(exact);
+            }
+            free(orig), free(m);
+        }
+        terse_sparse_destroy(s);
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT(refused > 100000); /* most mutations are caught */
+    printf(" [%d refused, %d accepted] ", refused, accepted);
+    terse_comm_destroy(comm);
+}
+
 /* Sampled top-k selects exactly what the exact selection does. */
 static void test_topk_select(void)
 {
@@ -383,6 +456,7 @@ int main(void)
         if (first) {
             CU_pSuite t = CU_add_suite("top-k selection", NULL, NULL);
             CU_add_test(t, "sampled equals exact; bucket form; k > n refused", test_topk_select);
+            CU_add_test(t, "mutated messages refused or decoded in range", test_decode_fuzz);
             first = 0;
         }
         snprintf(sname, sizeof(sname), "sparse collectives over %s", tp);

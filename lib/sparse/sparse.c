@@ -293,8 +293,7 @@ static terse_status_t encode_msg(terse_sparse_t *s, int kind, const uint32_t *id
     return TERSE_OK;
 }
 
-/* Decode one rank's message into parts[r]; -1 when malformed. */
-static int decode_msg(terse_sparse_t *s, int r, const unsigned char *m, size_t len)
+int terse__sparse_decode(terse_sparse_t *s, int r, const unsigned char *m, size_t len)
 {
     terse_sparse_part_t *pt = &s->parts[r];
     terse_sparse_msg_hdr_t h;
@@ -392,14 +391,14 @@ terse_status_t terse__sparse_exchange(terse_sparse_t *s, uint64_t purpose, int k
         if ((st = terse__coll_run(req, NULL)) != TERSE_OK) /* recv_alloc notes each length */
             return st;
         for (int i = 0; i < n; i++)
-            if (i != r && decode_msg(s, i, s->rbuf[i], s->rlen[i])) {
+            if (i != r && terse__sparse_decode(s, i, s->rbuf[i], s->rlen[i])) {
                 terse__comm_fail(comm, TERSE_ERR_PROTOCOL, i, comm->next_seq, 1,
                                  "sparse collective: malformed message from rank %d", i);
                 return TERSE_ERR_PROTOCOL;
             }
     }
     /* our own part from our own message, so lossy values agree everywhere */
-    if (decode_msg(s, r, s->msg, s->msg_len))
+    if (terse__sparse_decode(s, r, s->msg, s->msg_len))
         return TERSE_ERR_PROTOCOL;
     s->calls++;
     s->bytes_sent += comm->stats.bytes_sent - sent0;

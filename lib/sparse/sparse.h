@@ -78,6 +78,10 @@ struct terse_sparse {
 terse_status_t terse__sparse_exchange(terse_sparse_t *s, uint64_t purpose, int kind, const uint32_t *idx,
                                       const float *val, size_t k, int dense_ok);
 
+/* Decode rank r's message (len bytes at m) into parts[r]: 0, or -1 when it is
+ * malformed (any bytes: a peer's message is checked before it is used). */
+int terse__sparse_decode(terse_sparse_t *s, int r, const unsigned char *m, size_t len);
+
 /* out[0..len) = sum of the decoded parts in rank order (skips add nothing). */
 void terse__sparse_accumulate(const terse_sparse_t *s, float *out);
 
