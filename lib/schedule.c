@@ -273,7 +273,8 @@ static void apply_recv(terse_request_t *req, terse_sched_op_t *o, const char *pa
     size_t esz = terse_dtype_size(req->dtype);
     switch (o->action) {
     case TERSE_ACT_COPY:
-        memcpy(o->dst, payload, o->bytes);
+        if (o->bytes) /* an empty op may have no buffer */
+            memcpy(o->dst, payload, o->bytes);
         break;
     case TERSE_ACT_REDUCE3:
         terse__reduce3(req->dtype, req->op, o->dst, o->src, payload, o->bytes / esz, o->src_first);

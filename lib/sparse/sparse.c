@@ -429,8 +429,10 @@ terse_status_t terse_sparse_allgather(terse_sparse_t *s, const uint32_t *idx, co
         const terse_sparse_part_t *pt = &s->parts[i];
         s->offsets[i] = w;
         s->counts[i] = pt->k;
-        memcpy(s->oidx + w, pt->idx, pt->k * sizeof(uint32_t));
-        memcpy(s->oval + w, pt->val, pt->k * sizeof(float));
+        if (pt->k) { /* parts that never held pairs have no arrays */
+            memcpy(s->oidx + w, pt->idx, pt->k * sizeof(uint32_t));
+            memcpy(s->oval + w, pt->val, pt->k * sizeof(float));
+        }
         w += pt->k;
     }
     *out = (terse_sparse_list_t){total, s->counts, s->offsets, s->oidx, s->oval};
