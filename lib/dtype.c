@@ -1,8 +1,8 @@
 /*
  * dtype.c - reduction kernels. Each (dtype, op) pair is a plain loop over
  * restrict pointers so the compiler vectorises it (-O3 on x86-64 emits SSE/AVX
- * for the float and int sums). 16-bit floats are widened to float32, reduced,
- * and rounded back once per reduction step.
+ * for the float and int sums). 16-bit floats are widened to float32 a block at
+ * a time, reduced, and rounded back once per reduction step.
  */
 #include "dtype.h"
 
@@ -25,8 +25,8 @@ float terse__half_to_float(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-    if (exp == 0x1f)
-        return u2f(sign | 0x7f800000u | (man << 13));
+    if (exp == 0x1f) /* inf, or NaN made quiet (as F16C does) */
+        return u2f(sign | 0x7f800000u | (man << 13) | (man ? 0x400000u : 0));
     if (exp == 0) {
         /* subnormal or zero: value = man * 2^-24, exact in float32 */
         float v = (float)man * 0x1p-24f;
@@ -62,6 +62,95 @@ uint16_t terse__float_to_bf16(float f)
         return (uint16_t)((u >> 16) | 0x40); /* quiet NaN, payload kept non-zero */
     u += 0x7fffu + ((u >> 16) & 1);
     return (uint16_t)(u >> 16);
+}
+
+/* ---- array conversions -------------------------------------------------
+ * fp16 uses F16C (vcvtph2ps / vcvtps2ph, round to nearest even) when the CPU
+ * has it: the same bits as the scalar functions above, NaNs included
+ * (quieted, payload truncated), which tests/test_unit checks. bf16 is integer
+ * code the compiler vectorises. */
+static int f16c_level = -1;
+
+static int cpu_has_f16c(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+#else
+    return 0;
+#endif
+}
+
+static inline int use_f16c(void)
+{
+    if (f16c_level < 0)
+        f16c_level = cpu_has_f16c();
+    return f16c_level;
+}
+
+void terse__dtype_set_simd(int on) { f16c_level = on ? cpu_has_f16c() : 0; }
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define F16C_FN __attribute__((target("avx2,f16c")))
+
+F16C_FN static void half_to_float_f16c(float *o, const uint16_t *in, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(o + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(in + i))));
+    for (; i < n; i++)
+        o[i] = terse__half_to_float(in[i]);
+}
+
+F16C_FN static void float_to_half_f16c(uint16_t *o, const float *in, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(o + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; i++)
+        o[i] = terse__float_to_half(in[i]);
+}
+#endif
+
+void terse__half_to_float_n(float *o, const uint16_t *in, size_t n)
+{
+#ifdef F16C_FN
+    if (use_f16c()) {
+        half_to_float_f16c(o, in, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++)
+        o[i] = terse__half_to_float(in[i]);
+}
+
+void terse__float_to_half_n(uint16_t *o, const float *in, size_t n)
+{
+#ifdef F16C_FN
+    if (use_f16c()) {
+        float_to_half_f16c(o, in, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++)
+        o[i] = terse__float_to_half(in[i]);
+}
+
+void terse__bf16_to_float_n(float *o, const uint16_t *in, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        o[i] = u2f((uint32_t)in[i] << 16);
+}
+
+void terse__float_to_bf16_n(uint16_t *o, const float *in, size_t n)
+{
+    for (size_t i = 0; i < n; i++) { /* terse__float_to_bf16, branch-free */
+        uint32_t u = f2u(in[i]);
+        uint32_t r = (u + 0x7fffu + ((u >> 16) & 1)) >> 16, q = (u >> 16) | 0x40;
+        o[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
+    }
 }
 
 /* Deterministic min/max: any NaN gives the canonical NaN, -0 < +0. */
@@ -101,13 +190,44 @@ uint16_t terse__float_to_bf16(float f)
                 d[i] = F(a[i], b[i]);                                                    \
     }
 
-#define DEFINE_HALF_KERNEL(name, F, TOF, FROMF)                                          \
+/* 16-bit floats go a block at a time: widen (exact), reduce in float32,
+ * round back to nearest even once per element - the same bits as converting
+ * element by element, with conversion loops that vectorise. */
+#define HBLK 512
+#define DEFINE_HALF_KERNEL(name, F, WIDEN, NARROW)                                       \
     static void name(uint16_t *restrict d, const uint16_t *restrict s, size_t n,         \
                      int src_first)                                                      \
     {                                                                                    \
-        for (size_t i = 0; i < n; i++) {                                                 \
-            float a = TOF(d[i]), b = TOF(s[i]);                                          \
-            d[i] = FROMF(src_first ? F(b, a) : F(a, b));                                 \
+        float a[HBLK], b[HBLK];                                                          \
+        for (size_t o = 0; o < n; o += HBLK) {                                           \
+            size_t m = n - o < HBLK ? n - o : HBLK;                                      \
+            WIDEN(a, d + o, m);                                                          \
+            WIDEN(b, s + o, m);                                                          \
+            if (src_first)                                                               \
+                for (size_t i = 0; i < m; i++)                                           \
+                    a[i] = F(b[i], a[i]);                                                \
+            else                                                                         \
+                for (size_t i = 0; i < m; i++)                                           \
+                    a[i] = F(a[i], b[i]);                                                \
+            NARROW(d + o, a, m);                                                         \
+        }                                                                                \
+    }                                                                                    \
+    /* d = a op b (b op a with b_first); d may be a, block for block */                  \
+    static void name##3(uint16_t *d, const uint16_t *a, const uint16_t *restrict b,      \
+                        size_t n, int b_first)                                           \
+    {                                                                                    \
+        float x[HBLK], y[HBLK];                                                          \
+        for (size_t o = 0; o < n; o += HBLK) {                                           \
+            size_t m = n - o < HBLK ? n - o : HBLK;                                      \
+            WIDEN(x, a + o, m);                                                          \
+            WIDEN(y, b + o, m);                                                          \
+            if (b_first)                                                                 \
+                for (size_t i = 0; i < m; i++)                                           \
+                    x[i] = F(y[i], x[i]);                                                \
+            else                                                                         \
+                for (size_t i = 0; i < m; i++)                                           \
+                    x[i] = F(x[i], y[i]);                                                \
+            NARROW(d + o, x, m);                                                         \
         }                                                                                \
     }
 
@@ -120,16 +240,16 @@ uint16_t terse__float_to_bf16(float f)
     DEFINE_KERNEL3(pfx##_prod, T, MUL)                                                   \
     DEFINE_KERNEL3(pfx##_min, T, FMIN)                                                   \
     DEFINE_KERNEL3(pfx##_max, T, FMAX)
-#define DEFINE_HALF_OPS(pfx, TOF, FROMF)                                                 \
-    DEFINE_HALF_KERNEL(pfx##_sum, ADD, TOF, FROMF)                                       \
-    DEFINE_HALF_KERNEL(pfx##_prod, MUL, TOF, FROMF)                                      \
-    DEFINE_HALF_KERNEL(pfx##_min, FMIN, TOF, FROMF)                                      \
-    DEFINE_HALF_KERNEL(pfx##_max, FMAX, TOF, FROMF)
+#define DEFINE_HALF_OPS(pfx, WIDEN, NARROW)                                              \
+    DEFINE_HALF_KERNEL(pfx##_sum, ADD, WIDEN, NARROW)                                    \
+    DEFINE_HALF_KERNEL(pfx##_prod, MUL, WIDEN, NARROW)                                   \
+    DEFINE_HALF_KERNEL(pfx##_min, FMIN, WIDEN, NARROW)                                   \
+    DEFINE_HALF_KERNEL(pfx##_max, FMAX, WIDEN, NARROW)
 
 DEFINE_FLOAT_OPS(f32, float)
 DEFINE_FLOAT_OPS(f64, double)
-DEFINE_HALF_OPS(f16, terse__half_to_float, terse__float_to_half)
-DEFINE_HALF_OPS(bf16, terse__bf16_to_float, terse__float_to_bf16)
+DEFINE_HALF_OPS(f16, terse__half_to_float_n, terse__float_to_half_n)
+DEFINE_HALF_OPS(bf16, terse__bf16_to_float_n, terse__float_to_bf16_n)
 #define DEFINE_INT_OPS(pfx, T, ADDF, MULF)                                               \
     DEFINE_KERNEL(pfx##_sum, T, ADDF)                                                    \
     DEFINE_KERNEL(pfx##_prod, T, MULF)                                                   \
@@ -165,6 +285,8 @@ typedef void (*kernel3_fn)(void *, const void *, const void *, size_t, int);
 static const kernel3_fn kernels3[TERSE_DTYPE_COUNT][TERSE_OP_COUNT] = {
     [TERSE_FLOAT32] = {K3(f32_sum), K3(f32_prod), K3(f32_min), K3(f32_max), K3(f32_sum)},
     [TERSE_FLOAT64] = {K3(f64_sum), K3(f64_prod), K3(f64_min), K3(f64_max), K3(f64_sum)},
+    [TERSE_FLOAT16] = {K3(f16_sum), K3(f16_prod), K3(f16_min), K3(f16_max), K3(f16_sum)},
+    [TERSE_BFLOAT16] = {K3(bf16_sum), K3(bf16_prod), K3(bf16_min), K3(bf16_max), K3(bf16_sum)},
     [TERSE_INT32] = {K3(i32_sum), K3(i32_prod), K3(i32_min), K3(i32_max), K3(i32_sum)},
     [TERSE_INT64] = {K3(i64_sum), K3(i64_prod), K3(i64_min), K3(i64_max), K3(i64_sum)},
 };
@@ -172,14 +294,10 @@ static const kernel3_fn kernels3[TERSE_DTYPE_COUNT][TERSE_OP_COUNT] = {
 void terse__reduce3(terse_dtype_t dtype, terse_op_t op, void *dst, const void *a, const void *b,
                     size_t count, int b_first)
 {
-    if (kernels3[dtype][op] && dst != a) {
+    if (dst == a) /* in place: the 2-operand loops */
+        kernels[dtype][op](dst, b, count, b_first);
+    else
         kernels3[dtype][op](dst, a, b, count, b_first);
-        return;
-    }
-    /* 16-bit floats convert per element anyway: copy, then reduce in place. */
-    if (dst != a)
-        memcpy(dst, a, count * dtype_sizes[dtype]);
-    kernels[dtype][op](dst, b, count, b_first);
 }
 
 void terse__scale_avg(terse_dtype_t dtype, void *buf, size_t count, int n)
@@ -197,16 +315,18 @@ void terse__scale_avg(terse_dtype_t dtype, void *buf, size_t count, int n)
             p[i] /= (double)n;
         break;
     }
-    case TERSE_FLOAT16: {
-        uint16_t *p = buf;
-        for (size_t i = 0; i < count; i++)
-            p[i] = terse__float_to_half(terse__half_to_float(p[i]) / (float)n);
-        break;
-    }
+    case TERSE_FLOAT16:
     case TERSE_BFLOAT16: {
         uint16_t *p = buf;
-        for (size_t i = 0; i < count; i++)
-            p[i] = terse__float_to_bf16(terse__bf16_to_float(p[i]) / (float)n);
+        float f[HBLK];
+        int h = dtype == TERSE_FLOAT16;
+        for (size_t o = 0; o < count; o += HBLK) {
+            size_t m = count - o < HBLK ? count - o : HBLK;
+            (h ? terse__half_to_float_n : terse__bf16_to_float_n)(f, p + o, m);
+            for (size_t i = 0; i < m; i++)
+                f[i] /= (float)n;
+            (h ? terse__float_to_half_n : terse__float_to_bf16_n)(p + o, f, m);
+        }
         break;
     }
     case TERSE_INT32: {

@@ -12,6 +12,15 @@ uint16_t terse__float_to_half(float f);   /* round to nearest even, overflow -> 
 float terse__bf16_to_float(uint16_t h);
 uint16_t terse__float_to_bf16(float f);   /* round to nearest even, NaN stays NaN */
 
+/* The same conversions over arrays (F16C for fp16 when the CPU has it; the
+ * same bits either way). terse__dtype_set_simd(0) forces the scalar loops,
+ * for tests. */
+void terse__half_to_float_n(float *out, const uint16_t *in, size_t n);
+void terse__float_to_half_n(uint16_t *out, const float *in, size_t n);
+void terse__bf16_to_float_n(float *out, const uint16_t *in, size_t n);
+void terse__float_to_bf16_n(uint16_t *out, const float *in, size_t n);
+void terse__dtype_set_simd(int on);
+
 /*
  * dst[i] = left op right over count elements, where (left, right) is
  * (src, dst) when src_first is set, else (dst, src). Callers on different

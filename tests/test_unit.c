@@ -115,6 +115,7 @@ static void test_launcher_env(void)
 }
 
 static uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 
 static void test_half(void)
 {
@@ -143,6 +144,66 @@ static void test_half(void)
     CU_ASSERT_EQUAL(terse__float_to_bf16(1.0f + 3 * 0x1p-8f), 0x3f82);   /* tie -> even (up) */
     CU_ASSERT(isnan(terse__bf16_to_float(terse__float_to_bf16(NAN))));
     CU_ASSERT_EQUAL(f2u(terse__bf16_to_float(0x3f80)), f2u(1.0f));
+}
+
+/* The array conversions (F16C, vectorised bf16) give the scalar functions'
+ * bits for every half value and a sweep of float32 that includes every
+ * rounding boundary of fp16 and bf16, NaNs, infinities, subnormals; and the
+ * 16-bit reductions built on them equal element-by-element reduction. */
+static void test_half_arrays(void)
+{
+    enum { N = 1 << 16 };
+    static float f[4 * N], back[4 * N];
+    static uint16_t h[4 * N], h2[4 * N];
+    long bad = 0;
+    for (int simd = 1; simd >= 0; simd--) {
+        terse__dtype_set_simd(simd);
+        for (uint32_t i = 0; i < N; i++)
+            h[i] = (uint16_t)i;
+        terse__half_to_float_n(back, h, N);
+        for (uint32_t i = 0; i < N; i++)
+            bad += f2u(back[i]) != f2u(terse__half_to_float((uint16_t)i));
+        terse__bf16_to_float_n(back, h, N);
+        for (uint32_t i = 0; i < N; i++)
+            bad += f2u(back[i]) != f2u(terse__bf16_to_float((uint16_t)i));
+        /* floats: every 16-bit pattern as the high half, with low halves at and
+         * around both rounding points (fp16 drops 13 bits, bf16 16) */
+        static const uint32_t lows[] = {0x0000, 0x0fff, 0x1000, 0x1001, 0x7fff, 0x8000, 0x8001, 0xffff};
+        for (size_t l = 0; l < sizeof(lows) / sizeof(lows[0]); l += 4) {
+            for (uint32_t i = 0; i < N; i++)
+                for (int j = 0; j < 4; j++)
+                    f[4 * i + (uint32_t)j] = u2f(i << 16 | lows[l + (size_t)j]);
+            terse__float_to_half_n(h2, f, 4 * N);
+            for (uint32_t i = 0; i < 4 * N; i++)
+                bad += h2[i] != terse__float_to_half(f[i]);
+            terse__float_to_bf16_n(h2, f, 4 * N);
+            for (uint32_t i = 0; i < 4 * N; i++)
+                bad += h2[i] != terse__float_to_bf16(f[i]);
+        }
+        /* sums over both 16-bit types against per-element arithmetic (odd length: tails) */
+        for (int t = 0; t < 2; t++) {
+            terse_dtype_t dt = t ? TERSE_BFLOAT16 : TERSE_FLOAT16;
+            uint16_t (*to)(float) = t ? terse__float_to_bf16 : terse__float_to_half;
+            float (*from)(uint16_t) = t ? terse__bf16_to_float : terse__half_to_float;
+            size_t n = 1037;
+            uint16_t a[1037], b[1037], d[1037];
+            for (size_t i = 0; i < n; i++)
+                a[i] = to((float)i * 0.37f - 100), b[i] = to(1.0f / (1.0f + (float)i));
+            memcpy(d, a, sizeof(d));
+            terse__reduce(dt, TERSE_SUM, d, b, n, 1);
+            for (size_t i = 0; i < n; i++)
+                bad += d[i] != to(from(b[i]) + from(a[i]));
+            terse__reduce3(dt, TERSE_PROD, d, a, b, n, 0);
+            for (size_t i = 0; i < n; i++)
+                bad += d[i] != to(from(a[i]) * from(b[i]));
+            memcpy(d, a, sizeof(d));
+            terse__scale_avg(dt, d, n, 3);
+            for (size_t i = 0; i < n; i++)
+                bad += d[i] != to(from(a[i]) / 3.0f);
+        }
+    }
+    terse__dtype_set_simd(1);
+    CU_ASSERT_EQUAL(bad, 0);
 }
 
 static void test_reduce_kernels(void)
@@ -269,6 +330,7 @@ int main(void)
     CU_add_test(s, "configuration from the environment", test_config_env);
     CU_add_test(s, "launcher variables", test_launcher_env);
     CU_add_test(s, "float16 and bfloat16 conversion", test_half);
+    CU_add_test(s, "16-bit array conversions and reductions = scalar", test_half_arrays);
     CU_add_test(s, "reduction kernels", test_reduce_kernels);
     CU_add_test(s, "invalid arguments", test_invalid_args);
     CU_add_test(s, "no rank or size anywhere", test_no_identity);

@@ -12,10 +12,7 @@ static size_t half_bound(const terse_codec_params_t *p, size_t n)
     return TERSE_CODEC_HDR + 2 * n;
 }
 
-static inline uint16_t to_fp16(float v)
-{
-    return terse__float_to_half(v > 65504.0f ? 65504.0f : v < -65504.0f ? -65504.0f : v);
-}
+#define BLK 512
 
 static terse_status_t half_encode(terse_codec_id_t id, const float *x, size_t n, void *out, size_t *len)
 {
@@ -23,12 +20,17 @@ static terse_status_t half_encode(terse_codec_id_t id, const float *x, size_t n,
         return TERSE_ERR_INVALID_ARG;
     terse__codec_put_hdr(out, id, n);
     uint16_t *h = (uint16_t *)((char *)out + TERSE_CODEC_HDR);
-    if (id == TERSE_CODEC_FP16)
-        for (size_t i = 0; i < n; i++)
-            h[i] = to_fp16(x[i]);
-    else
-        for (size_t i = 0; i < n; i++)
-            h[i] = terse__float_to_bf16(x[i]);
+    if (id == TERSE_CODEC_FP16) {
+        float c[BLK]; /* saturate at fp16's largest finite value first */
+        for (size_t o = 0; o < n; o += BLK) {
+            size_t m = n - o < BLK ? n - o : BLK;
+            for (size_t i = 0; i < m; i++)
+                c[i] = x[o + i] > 65504.0f ? 65504.0f : x[o + i] < -65504.0f ? -65504.0f : x[o + i];
+            terse__float_to_half_n(h + o, c, m);
+        }
+    } else {
+        terse__float_to_bf16_n(h, x, n);
+    }
     *len = TERSE_CODEC_HDR + 2 * n;
     return TERSE_OK;
 }
@@ -38,12 +40,13 @@ static terse_status_t half_decode_add(terse_codec_id_t id, const void *code, siz
     if (terse__codec_check_hdr(code, len, id, n) || len != TERSE_CODEC_HDR + 2 * n)
         return TERSE_ERR_PROTOCOL;
     const uint16_t *h = (const uint16_t *)((const char *)code + TERSE_CODEC_HDR);
-    if (id == TERSE_CODEC_FP16)
-        for (size_t i = 0; i < n; i++)
-            acc[i] += terse__half_to_float(h[i]);
-    else
-        for (size_t i = 0; i < n; i++)
-            acc[i] += terse__bf16_to_float(h[i]);
+    float f[BLK];
+    for (size_t o = 0; o < n; o += BLK) {
+        size_t m = n - o < BLK ? n - o : BLK;
+        (id == TERSE_CODEC_FP16 ? terse__half_to_float_n : terse__bf16_to_float_n)(f, h + o, m);
+        for (size_t i = 0; i < m; i++)
+            acc[o + i] += f[i];
+    }
     return TERSE_OK;
 }
 
