@@ -34,6 +34,40 @@ static void test_table(void)
     CU_ASSERT_PTR_NULL(terse__codec_by_name("nope"));
 }
 
+/* No codec writes past bound(): guard bytes after it stay, for lengths that
+ * end inside a group, a byte or a bucket; with and without SIMD. */
+static void test_bounds_respected(void)
+{
+    static const size_t ns[] = {1, 2, 3, 5, 7, 8, 9, 15, 17, 63, 65, 511, 513, 1001};
+    int over = 0;
+    for (int simd = 1; simd >= 0; simd--) {
+        terse__codec_set_simd(simd);
+        for (int id = TERSE_CODEC_FP32; id < TERSE_CODEC_COUNT; id++) {
+            const terse_codec_ops_t *c = terse__codec((terse_codec_id_t)id);
+            for (size_t t = 0; t < sizeof(ns) / sizeof(ns[0]); t++) {
+                size_t n = ns[t];
+                terse_codec_params_t p = {.ratio = 0.3, .levels = 5, .norm = 2, .bucket = 7};
+                float *x = random_vec(n, 11 + n, 4.0);
+                size_t bound = c->bound(&p, n), len = 0;
+                unsigned char *code = malloc(bound + 64);
+                memset(code, 0xA5, bound + 64);
+                terse_rng_t r = {3, 0};
+                CU_ASSERT_EQUAL(c->encode(&p, x, n, code, &len, &r), TERSE_OK);
+                CU_ASSERT(len <= bound);
+                for (size_t b = bound; b < bound + 64; b++)
+                    if (code[b] != 0xA5) {
+                        if (!over++)
+                            printf("\n  %s, n = %zu: wrote byte %zu past its bound %zu", c->name, n, b - bound, bound);
+                        break;
+                    }
+                free(code), free(x);
+            }
+        }
+    }
+    terse__codec_set_simd(1);
+    CU_ASSERT_EQUAL(over, 0);
+}
+
 static void test_half_round_trip(void)
 {
     size_t n = 10007;
@@ -429,6 +463,7 @@ int main(void)
     CU_add_test(s, "scaled sign", test_sign);
     CU_add_test(s, "top-k selection", test_topk);
     CU_add_test(s, "non-finite input and malformed codes", test_edges_and_malformed);
+    CU_add_test(s, "no codec writes past its bound", test_bounds_respected);
     CU_add_test(s, "unbiased codecs against their omega", test_unbiased_codecs);
     CU_add_test(s, "9-bit C_nat edge values", test_cnat9_edges);
     CU_add_test(s, "AVX-512 and portable paths agree bit for bit", test_simd_matches_portable);
