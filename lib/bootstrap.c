@@ -57,13 +57,14 @@ static terse_status_t root_listen(terse_boot_t *boot, const char *root_addr)
     return TERSE_ERR_SYSTEM;
 }
 
-/* Non-root: one attempt at one port. Connects, says hello and waits for the
- * root's answer. Returns TERSE_OK with *fd_out, NOT_HERE when nothing that
- * is this job's root answered there (nobody listening, a silent or foreign
- * listener, another job's root while probing a range), or the root's refusal. */
+/* Non-root: one attempt at one port. Connects, sends hello and blob, and
+ * waits for the root's answer. Returns TERSE_OK with *fd_out, NOT_HERE when
+ * nothing that is this job's root answered there (nobody listening, a silent
+ * or foreign listener, another job's root while probing a range), or the
+ * root's refusal. */
 #define NOT_HERE 1
-static int try_root(terse_boot_t *boot, const struct sockaddr_in *addr, double deadline,
-                               int *fd_out)
+static int try_root(terse_boot_t *boot, const struct sockaddr_in *addr, const void *blob, double deadline,
+                    int *fd_out)
 {
     int probing = boot->nports > 1, fd;
     double now = terse__now();
@@ -74,6 +75,7 @@ static int try_root(terse_boot_t *boot, const struct sockaddr_in *addr, double d
     boot_reply_t rep;
     double ack = probing && now + BOOT_PROBE_ACK_SEC < deadline ? now + BOOT_PROBE_ACK_SEC : deadline;
     if (terse__net_send_all(fd, &h, sizeof(h), ack) != TERSE_OK ||
+        terse__net_send_all(fd, blob, boot->bloblen, ack) != TERSE_OK ||
         terse__net_recv_all(fd, &rep, sizeof(rep), ack) != TERSE_OK || rep.magic != BOOT_MAGIC ||
         (probing && rep.status == TERSE_ERR_AUTH)) {
         close(fd);
@@ -89,49 +91,26 @@ static int try_root(terse_boot_t *boot, const struct sockaddr_in *addr, double d
     return TERSE_OK;
 }
 
-terse_status_t terse__boot_open(terse_boot_t *boot, int rank, int size, const char *root_addr,
-                                uint64_t secret_hash, size_t bloblen, double deadline)
+/* Non-root: go round the ports until one answers as this job's root (it may
+ * not listen yet, or - given a range - listen on another port). */
+static terse_status_t find_root(terse_boot_t *boot, const void *blob, double deadline)
 {
-    memset(boot, 0, sizeof(*boot));
-    boot->rank = rank;
-    boot->size = size;
-    boot->secret_hash = secret_hash;
-    boot->bloblen = bloblen;
-    boot->fd = boot->lfd = -1;
-    terse_status_t st = terse__net_parse(root_addr, &boot->root, &boot->nports);
-    if (st != TERSE_OK) {
-        TERSE_WARN(BOOT, "invalid root address '%s' (want host:port or host:first-last, at most %d ports)",
-                   root_addr, TERSE_NET_MAX_PORTS);
-        return st;
-    }
-    if (rank == 0) {
-        if ((st = root_listen(boot, root_addr)) != TERSE_OK)
-            return st;
-        inet_ntop(AF_INET, &boot->root.sin_addr, boot->local_ip, sizeof(boot->local_ip));
-        return TERSE_OK;
-    }
-    /* The root may not listen yet, or (given a range) on another port: go
-     * round the ports until one answers as this job's root. */
     int first = ntohs(boot->root.sin_port);
     double backoff = 0.01;
     for (;;) {
         for (int i = 0; i < boot->nports; i++) {
             struct sockaddr_in a = boot->root;
             a.sin_port = htons((uint16_t)(first + i));
-            int rc = try_root(boot, &a, deadline, &boot->fd);
+            int rc = try_root(boot, &a, blob, deadline, &boot->fd);
             if (rc == TERSE_OK) {
                 boot->root = a;
-                struct sockaddr_in me;
-                socklen_t len = sizeof(me);
-                getsockname(boot->fd, (struct sockaddr *)&me, &len);
-                inet_ntop(AF_INET, &me.sin_addr, boot->local_ip, sizeof(boot->local_ip));
                 return TERSE_OK;
             }
             if (rc != NOT_HERE)
                 return (terse_status_t)rc;
         }
         if (terse__now() + backoff >= deadline) {
-            TERSE_WARN(BOOT, "rank %d cannot reach the root at %s: %s", rank, root_addr,
+            TERSE_WARN(BOOT, "rank %d cannot reach the root at %s: %s", boot->rank, boot->root_addr,
                        terse_strerror(TERSE_ERR_TIMEOUT));
             return TERSE_ERR_TIMEOUT;
         }
@@ -141,13 +120,46 @@ terse_status_t terse__boot_open(terse_boot_t *boot, int rank, int size, const ch
     }
 }
 
-/* Root side: check one hello, answer it, and read the rank's blob. Returns
- * the rank, or -1 if rejected. */
+terse_status_t terse__boot_open(terse_boot_t *boot, int rank, int size, const char *root_addr,
+                                uint64_t secret_hash, size_t bloblen)
+{
+    memset(boot, 0, sizeof(*boot));
+    boot->rank = rank;
+    boot->size = size;
+    boot->secret_hash = secret_hash;
+    boot->bloblen = bloblen;
+    boot->fd = boot->lfd = -1;
+    snprintf(boot->root_addr, sizeof(boot->root_addr), "%s", root_addr);
+    terse_status_t st = terse__net_parse(root_addr, &boot->root, &boot->nports);
+    if (st != TERSE_OK) {
+        TERSE_WARN(BOOT, "invalid root address '%s' (want host:port or host:first-last, at most %d ports)",
+                   root_addr, TERSE_NET_MAX_PORTS);
+        return st;
+    }
+    /* the local address that routes to the root (a UDP connect sends nothing) */
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in me;
+    socklen_t len = sizeof(me);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&boot->root, sizeof(boot->root)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&me, &len) != 0) {
+        TERSE_WARN(BOOT, "rank %d: no route to the root at %s: %s", rank, root_addr, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return TERSE_ERR_SYSTEM;
+    }
+    close(fd);
+    inet_ntop(AF_INET, &me.sin_addr, boot->local_ip, sizeof(boot->local_ip));
+    return TERSE_OK;
+}
+
+/* Root side: read one hello and its blob, check them, answer. Returns the
+ * rank, or -1 if rejected. A real rank sends both at once, so a connection
+ * silent for 2 s is a stray. */
 static int root_check(terse_boot_t *boot, int fd, size_t len, char *all, int *fds, double deadline)
 {
     boot_hello_t h;
     boot_reply_t rep = {BOOT_MAGIC, TERSE_OK};
-    double hd = terse__now() + 5.0 < deadline ? terse__now() + 5.0 : deadline;
+    double hd = terse__now() + 2.0 < deadline ? terse__now() + 2.0 : deadline;
     if (terse__net_recv_all(fd, &h, sizeof(h), hd) != TERSE_OK || h.magic != BOOT_MAGIC) {
         TERSE_WARN(BOOT, "rejected a connection to the root that is not a terse rank");
         return -1;
@@ -171,11 +183,15 @@ static int root_check(terse_boot_t *boot, int fd, size_t len, char *all, int *fd
     } else if (h.bloblen != len) {
         rep.status = TERSE_ERR_PROTOCOL;
     }
+    /* the blob is read even from a rank turned away: closing on unread bytes
+     * would reset the connection and could lose the answer */
+    char *dst = rep.status == TERSE_OK ? all + (size_t)h.rank * len : malloc(len);
+    terse_status_t got = h.bloblen == len && dst ? terse__net_recv_all(fd, dst, len, hd) : TERSE_ERR_PROTOCOL;
+    if (rep.status != TERSE_OK)
+        free(dst);
+    if (got != TERSE_OK && rep.status == TERSE_OK)
+        return -1; /* hung up or stalled mid-blob */
     if (terse__net_send_all(fd, &rep, sizeof(rep), hd) != TERSE_OK || rep.status != TERSE_OK)
-        return -1;
-    /* a rank that gave up waiting for the answer closed the connection: its
-     * blob is missing and it will come again */
-    if (terse__net_recv_all(fd, all + (size_t)h.rank * len, len, deadline) != TERSE_OK)
         return -1;
     return h.rank;
 }
@@ -187,10 +203,13 @@ terse_status_t terse__boot_allgather(terse_boot_t *boot, const void *mine, size_
     int n = boot->size;
     terse_status_t st = TERSE_OK;
     memcpy(all + (size_t)boot->rank * len, mine, len);
+    if (len != boot->bloblen)
+        return TERSE_ERR_INVALID_ARG;
     if (boot->rank != 0) {
         boot_reply_t rep;
-        if ((st = terse__net_send_all(boot->fd, mine, len, deadline)) != TERSE_OK ||
-            (st = terse__net_recv_all(boot->fd, &rep, sizeof(rep), deadline)) != TERSE_OK) {
+        if ((st = find_root(boot, mine, deadline)) != TERSE_OK)
+            return st;
+        if ((st = terse__net_recv_all(boot->fd, &rep, sizeof(rep), deadline)) != TERSE_OK) {
             TERSE_WARN(BOOT, "rank %d: rendezvous with the root failed: %s", boot->rank,
                        terse_strerror(st));
             return st;
@@ -209,6 +228,10 @@ terse_status_t terse__boot_allgather(terse_boot_t *boot, const void *mine, size_
         return st;
     }
 
+    /* the root listens only now, with its transport open: it answers each
+     * hello at once, so ranks probing a range never wait on it for long */
+    if ((st = root_listen(boot, boot->root_addr)) != TERSE_OK)
+        return st;
     int *fds = malloc(sizeof(int) * (size_t)n);
     if (!fds)
         return TERSE_ERR_NO_MEMORY;

@@ -25,16 +25,19 @@ typedef struct terse_boot {
     int fd;  /* non-root: connection to the root */
     int lfd; /* root: listener */
     char local_ip[64]; /* address this process uses to reach the root */
+    char root_addr[256];
 } terse_boot_t;
 
-/* Phase 1: the root listens on the first free port of root_addr
- * ("host:port" or "host:first-last"); the others go round those ports until
- * one answers their hello as this job's root (retrying until the deadline).
- * Every rank's blob for phase 2 has bloblen bytes. Fills boot->local_ip. */
+/* Phase 1: parse root_addr ("host:port" or "host:first-last") and find the
+ * local address that routes to it (boot->local_ip, where the transport
+ * binds). Every rank's blob for phase 2 has bloblen bytes. */
 terse_status_t terse__boot_open(terse_boot_t *boot, int rank, int size, const char *root_addr,
-                                uint64_t secret_hash, size_t bloblen, double deadline);
+                                uint64_t secret_hash, size_t bloblen);
 
-/* Phase 2: allgather of fixed-size blobs; all[r * len] receives rank r's. */
+/* Phase 2: allgather of the blobs; all[r * len] receives rank r's. The root
+ * listens on the first free port of the range and answers each hello (sent
+ * with its blob) at once; the others go round the ports until one answers
+ * as this job's root, then wait for the table - all until the deadline. */
 terse_status_t terse__boot_allgather(terse_boot_t *boot, const void *mine, size_t len, void *all,
                                      double deadline);
 

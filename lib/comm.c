@@ -178,7 +178,7 @@ terse_status_t terse_comm_create(const terse_comm_params_t *params, terse_comm_t
 
     terse_boot_t boot;
     if (comm->size > 1) {
-        st = terse__boot_open(&boot, comm->rank, comm->size, root, comm->secret_hash, BOOT_BLOB_LEN, deadline);
+        st = terse__boot_open(&boot, comm->rank, comm->size, root, comm->secret_hash, BOOT_BLOB_LEN);
         if (st != TERSE_OK) {
             terse__boot_close(&boot);
             free(comm);
