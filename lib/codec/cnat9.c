@@ -18,7 +18,7 @@ static size_t cnat9_bound(const terse_codec_params_t *p, size_t n)
 /* Values go a chunk at a time (a multiple of 8): exponent bytes and sign
  * flags by a branch-free loop that vectorises, then the groups. Value i's
  * random bits: terse__hash32(i + key) ^ (key >> 32), 23 of them. */
-#define CHUNK 512
+#define CHUNK TERSE_CODEC_CHUNK
 
 /* E of |x| rounded up with probability equal to its mantissa: for a normal
  * value that is its exponent (+1), for a subnormal a * 2^-149 it is 1

@@ -161,6 +161,25 @@ static inline void terse__bitw_flush(terse_bitw_t *w)
     w->acc = 0, w->bits = 0;
 }
 
+/* Chunked codecs (cnat9, dithering, 1-bit) make codes for CHUNK values at a
+ * time (a multiple of 8, so a chunk starts on a byte of any packed stream);
+ * buckets may split a chunk: the span from lo to the end of lo's bucket or of
+ * the chunk (c1), whichever comes first. */
+#define TERSE_CODEC_CHUNK 512
+static inline size_t terse__bucket_span_end(size_t lo, size_t c1, size_t bucket)
+{
+    size_t e = (lo / bucket + 1) * bucket;
+    return e < c1 ? e : c1;
+}
+
+/* The float stored at byte offset 4 * i of p (per-bucket norms, maxima). */
+static inline float terse__codec_f32_at(const uint8_t *p, size_t i)
+{
+    float f;
+    __builtin_memcpy(&f, p + 4 * i, 4);
+    return f;
+}
+
 typedef struct {
     const uint8_t *in, *end;
     uint64_t acc;

@@ -67,7 +67,7 @@ static float bucket_norm(const float *x, size_t n, int p)
  * (w <= 6 bits each) to w bytes - the same LSB-first bit stream as one
  * value at a time. A chunk starts at a multiple of 8 values; buckets may
  * split it. */
-#define CHUNK 512
+#define CHUNK TERSE_CODEC_CHUNK
 
 /* Codes for x[lo, lo + m), one bucket's 1/norm. Natural: y in [2^e, 2^(e+1))
  * rounds up with probability equal to its mantissa (as C_nat), below the
@@ -182,10 +182,8 @@ static terse_status_t dither_encode(int natural, terse_codec_id_t id, const ters
     for (size_t c0 = 0; c0 < n; c0 += CHUNK) {
         size_t c1 = n - c0 < CHUNK ? n : c0 + CHUNK;
         for (size_t lo = c0; lo < c1;) {
-            size_t b = lo / bsz, hi = (b + 1) * bsz < c1 ? (b + 1) * bsz : c1;
-            float norm;
-            memcpy(&norm, q + 4 * b, 4);
-            float inv = norm > 0 ? 1.0f / norm : 0;
+            size_t b = lo / bsz, hi = terse__bucket_span_end(lo, c1, bsz);
+            float norm = terse__codec_f32_at(q, b), inv = norm > 0 ? 1.0f / norm : 0;
             (natural ? nat_codes : uni_codes)(s, x, lo, hi - lo, inv, key, codes + (lo - c0));
             lo = hi;
         }
@@ -229,9 +227,8 @@ static terse_status_t dither_decode_add(int natural, terse_codec_id_t id, const 
         size_t c1 = n - c0 < CHUNK ? n : c0 + CHUNK;
         unpack_codes(bits, end, c0, codes, c1 - c0, w);
         for (size_t lo = c0; lo < c1;) {
-            size_t b = lo / bsz, hi = (b + 1) * bsz < c1 ? (b + 1) * bsz : c1;
-            float norm;
-            memcpy(&norm, q + 4 * b, 4);
+            size_t b = lo / bsz, hi = terse__bucket_span_end(lo, c1, bsz);
+            float norm = terse__codec_f32_at(q, b);
             for (size_t i = lo; i < hi; i++)
                 acc[i] += norm * lv[codes[i - c0]];
             lo = hi;

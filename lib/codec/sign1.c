@@ -22,7 +22,7 @@ static size_t sign1_bound(const terse_codec_params_t *p, size_t n)
 /* A chunk (a multiple of 8 values) at a time: the -R flags by a loop that
  * vectorises, then packed 8 to a byte. Value i's uniform: 23 bits of
  * terse__hash32(i + key) ^ (key >> 32). */
-#define CHUNK 512
+#define CHUNK TERSE_CODEC_CHUNK
 
 static inline __attribute__((always_inline)) void sign1_chunk(const float *restrict x, size_t lo, size_t m,
                                                               float rmax, uint64_t key, uint8_t *restrict neg)
@@ -65,9 +65,8 @@ static terse_status_t sign1_encode(const terse_codec_params_t *p, const float *x
     for (size_t c0 = 0; c0 < n; c0 += CHUNK) {
         size_t c1 = n - c0 < CHUNK ? n : c0 + CHUNK;
         for (size_t lo = c0; lo < c1;) {
-            size_t b = lo / bsz, hi = (b + 1) * bsz < c1 ? (b + 1) * bsz : c1;
-            float rmax;
-            memcpy(&rmax, q + 4 * b, 4);
+            size_t b = lo / bsz, hi = terse__bucket_span_end(lo, c1, bsz);
+            float rmax = terse__codec_f32_at(q, b);
             if (rmax > 0)
                 sign1_flags(x, lo, hi - lo, rmax, key, neg + (lo - c0));
             else /* an all-zero bucket sends +0 */
@@ -105,9 +104,8 @@ static terse_status_t sign1_decode_add(const terse_codec_params_t *p, const void
         for (size_t i = c0; i < c1; i++) /* bits to bytes first: the adds then vectorise */
             neg[i - c0] = (bits[i / 8] >> (i % 8)) & 1;
         for (size_t lo = c0; lo < c1;) {
-            size_t b = lo / bsz, hi = (b + 1) * bsz < c1 ? (b + 1) * bsz : c1;
-            float r;
-            memcpy(&r, q + 4 * b, 4);
+            size_t b = lo / bsz, hi = terse__bucket_span_end(lo, c1, bsz);
+            float r = terse__codec_f32_at(q, b);
             for (size_t i = lo; i < hi; i++)
                 acc[i] += neg[i - c0] ? -r : r;
             lo = hi;
