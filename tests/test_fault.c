@@ -259,12 +259,13 @@ static int body_busy_ports(const terse_launch_ctx_t *ctx, void *arg)
         usleep(500000);
     }
     terse_comm_params_t cp = {.rank = ctx->rank, .size = ctx->size, .root_addr = range, .secret = ctx->secret,
-                              .transport = g_transport, .timeout_sec = 20};
+                              .transport = g_transport, .timeout_sec = 40};
     terse_comm_t *comm = NULL;
     double t0 = now();
     terse_status_t st = terse_comm_create(&cp, &comm);
     RCHECK(ctx, st == TERSE_OK, "create over %s: %s", range, terse_strerror(st));
-    RCHECK(ctx, now() - t0 < 15, "took %.1f s to find the root", now() - t0);
+    /* a few rounds of the silent port's 3 s, even in a loaded emulator */
+    RCHECK(ctx, now() - t0 < 30, "took %.1f s to find the root", now() - t0);
     int v = ctx->rank + 1, sum = 0;
     RCHECK(ctx, terse_allreduce(comm, &v, &sum, 1, TERSE_INT32, TERSE_SUM) == TERSE_OK, "allreduce");
     RCHECK(ctx, sum == ctx->size * (ctx->size + 1) / 2, "sum %d", sum);
@@ -382,7 +383,7 @@ static void t_busy_ports(void)
 {
     int first;
     CU_ASSERT_EQUAL_FATAL(probe_range(&first), 0);
-    expect_ok(4, 60, body_busy_ports, &first, "busy ports");
+    expect_ok(4, 90, body_busy_ports, &first, "busy ports");
 }
 static void t_bad_root(void) { expect_ok(2, 30, body_bad_root, NULL, "bad root"); }
 static void t_memlock(void) { expect_ok(1, 30, body_memlock, NULL, "memlock"); }
