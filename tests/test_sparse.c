@@ -313,7 +313,10 @@ static int body_sasg(const terse_launch_ctx_t *ctx, void *arg)
  * kind are the seeds. */
 static void test_decode_fuzz(void)
 {
-    terse_comm_params_t cp = {.rank = 0, .size = 1, .root_addr = "127.0.0.1:0", .secret = "fuzz"};
+    /* tcp: this process forks the ranks of later cases, and a verbs device
+     * opened before fork() would break their registrations */
+    terse_comm_params_t cp = {.rank = 0, .size = 1, .root_addr = "127.0.0.1:0", .secret = "fuzz",
+                              .transport = "tcp"};
     terse_comm_t *comm;
     CU_ASSERT_EQUAL_FATAL(terse_comm_create(&cp, &comm), TERSE_OK);
     size_t n = 777;
