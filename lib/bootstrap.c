@@ -13,8 +13,8 @@
 
 #define BOOT_MAGIC 0x5445424fu /* "TEBO" */
 #define BOOT_VERSION 2
-/* A root found among several ports answers a hello within this time (it may
- * still be opening its transport); a listener that does not is not ours. */
+/* A root found among several ports answers a hello at once (it listens only
+ * once its transport is open); a listener silent this long is not ours. */
 #define BOOT_PROBE_ACK_SEC 3.0
 
 typedef struct boot_hello {
@@ -63,19 +63,19 @@ static terse_status_t root_listen(terse_boot_t *boot, const char *root_addr)
  * or foreign listener, another job's root while probing a range), or the
  * root's refusal. */
 #define NOT_HERE 1
-static int try_root(terse_boot_t *boot, const struct sockaddr_in *addr, const void *blob, double deadline,
-                    int *fd_out)
+static int try_root(terse_boot_t *boot, const struct sockaddr_in *addr, const void *blob, size_t len,
+                    double deadline, int *fd_out)
 {
     int probing = boot->nports > 1, fd;
     double now = terse__now();
     if (terse__net_connect_once(addr, now + 1.0 < deadline ? now + 1.0 : deadline, &fd))
         return NOT_HERE;
     boot_hello_t h = {BOOT_MAGIC, BOOT_VERSION, boot->secret_hash, boot->rank, boot->size,
-                      (uint32_t)boot->bloblen, 0};
+                      (uint32_t)len, 0};
     boot_reply_t rep;
     double ack = probing && now + BOOT_PROBE_ACK_SEC < deadline ? now + BOOT_PROBE_ACK_SEC : deadline;
     if (terse__net_send_all(fd, &h, sizeof(h), ack) != TERSE_OK ||
-        terse__net_send_all(fd, blob, boot->bloblen, ack) != TERSE_OK ||
+        terse__net_send_all(fd, blob, len, ack) != TERSE_OK ||
         terse__net_recv_all(fd, &rep, sizeof(rep), ack) != TERSE_OK || rep.magic != BOOT_MAGIC ||
         (probing && rep.status == TERSE_ERR_AUTH)) {
         close(fd);
@@ -93,7 +93,7 @@ static int try_root(terse_boot_t *boot, const struct sockaddr_in *addr, const vo
 
 /* Non-root: go round the ports until one answers as this job's root (it may
  * not listen yet, or - given a range - listen on another port). */
-static terse_status_t find_root(terse_boot_t *boot, const void *blob, double deadline)
+static terse_status_t find_root(terse_boot_t *boot, const void *blob, size_t len, double deadline)
 {
     int first = ntohs(boot->root.sin_port);
     double backoff = 0.01;
@@ -101,7 +101,7 @@ static terse_status_t find_root(terse_boot_t *boot, const void *blob, double dea
         for (int i = 0; i < boot->nports; i++) {
             struct sockaddr_in a = boot->root;
             a.sin_port = htons((uint16_t)(first + i));
-            int rc = try_root(boot, &a, blob, deadline, &boot->fd);
+            int rc = try_root(boot, &a, blob, len, deadline, &boot->fd);
             if (rc == TERSE_OK) {
                 boot->root = a;
                 return TERSE_OK;
@@ -121,13 +121,12 @@ static terse_status_t find_root(terse_boot_t *boot, const void *blob, double dea
 }
 
 terse_status_t terse__boot_open(terse_boot_t *boot, int rank, int size, const char *root_addr,
-                                uint64_t secret_hash, size_t bloblen)
+                                uint64_t secret_hash)
 {
     memset(boot, 0, sizeof(*boot));
     boot->rank = rank;
     boot->size = size;
     boot->secret_hash = secret_hash;
-    boot->bloblen = bloblen;
     boot->fd = boot->lfd = -1;
     snprintf(boot->root_addr, sizeof(boot->root_addr), "%s", root_addr);
     terse_status_t st = terse__net_parse(root_addr, &boot->root, &boot->nports);
@@ -203,11 +202,9 @@ terse_status_t terse__boot_allgather(terse_boot_t *boot, const void *mine, size_
     int n = boot->size;
     terse_status_t st = TERSE_OK;
     memcpy(all + (size_t)boot->rank * len, mine, len);
-    if (len != boot->bloblen)
-        return TERSE_ERR_INVALID_ARG;
     if (boot->rank != 0) {
         boot_reply_t rep;
-        if ((st = find_root(boot, mine, deadline)) != TERSE_OK)
+        if ((st = find_root(boot, mine, len, deadline)) != TERSE_OK)
             return st;
         if ((st = terse__net_recv_all(boot->fd, &rep, sizeof(rep), deadline)) != TERSE_OK) {
             TERSE_WARN(BOOT, "rank %d: rendezvous with the root failed: %s", boot->rank,

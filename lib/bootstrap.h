@@ -14,12 +14,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TERSE_BOOT_BLOB_MAX 128
-
 typedef struct terse_boot {
     int rank, size;
     uint64_t secret_hash;
-    size_t bloblen;
     struct sockaddr_in root; /* the root's address; its port once found */
     int nports;              /* ports to try from root's: "host:first-last" */
     int fd;  /* non-root: connection to the root */
@@ -30,9 +27,9 @@ typedef struct terse_boot {
 
 /* Phase 1: parse root_addr ("host:port" or "host:first-last") and find the
  * local address that routes to it (boot->local_ip, where the transport
- * binds). Every rank's blob for phase 2 has bloblen bytes. */
+ * binds). */
 terse_status_t terse__boot_open(terse_boot_t *boot, int rank, int size, const char *root_addr,
-                                uint64_t secret_hash, size_t bloblen);
+                                uint64_t secret_hash);
 
 /* Phase 2: allgather of the blobs; all[r * len] receives rank r's. The root
  * listens on the first free port of the range and answers each hello (sent

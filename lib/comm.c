@@ -17,9 +17,6 @@
 #include <string.h>
 
 /* Resolve rank, size, root address and secret: API > TERSE_* > launcher. */
-/* blob each rank sends at rendezvous: transport address | receive-slot key |
- * transport name */
-#define BOOT_BLOB_LEN (TERSE_TP_ADDR_MAX + TERSE_TP_RKEY_MAX + 16)
 #define DERIVED_PORTS 8
 
 /* Single-node default: every rank of the job derives the same range of
@@ -178,7 +175,7 @@ terse_status_t terse_comm_create(const terse_comm_params_t *params, terse_comm_t
 
     terse_boot_t boot;
     if (comm->size > 1) {
-        st = terse__boot_open(&boot, comm->rank, comm->size, root, comm->secret_hash, BOOT_BLOB_LEN);
+        st = terse__boot_open(&boot, comm->rank, comm->size, root, comm->secret_hash);
         if (st != TERSE_OK) {
             terse__boot_close(&boot);
             free(comm);
@@ -202,8 +199,9 @@ terse_status_t terse_comm_create(const terse_comm_params_t *params, terse_comm_t
         st = setup_slots(comm);
 
     /* Rendezvous: everyone's transport address and receive-slot key. */
-    const size_t blen = BOOT_BLOB_LEN;
-    char mine[BOOT_BLOB_LEN] = {0};
+    /* blob: transport address | receive-slot key | transport name */
+    const size_t blen = TERSE_TP_ADDR_MAX + TERSE_TP_RKEY_MAX + 16;
+    char mine[TERSE_TP_ADDR_MAX + TERSE_TP_RKEY_MAX + 16] = {0};
     char *all = NULL;
     const void **blobs = NULL;
     if (st == TERSE_OK) {
