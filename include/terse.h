@@ -14,8 +14,8 @@
  *    same count, dtype, op and root; a disagreement is detected and returned
  *    as TERSE_ERR_MISMATCH on every rank that takes part.
  *  - Progress is made by the calling thread inside terse calls (blocking calls,
- *    terse_request_test, terse_request_wait). A communicator may be used by
- *    one thread at a time.
+ *    terse_request_test, terse_request_wait). All communicators derived from
+ *    one world share its context: use them from one thread at a time.
  */
 #ifndef TERSE_H
 #define TERSE_H
@@ -34,7 +34,7 @@ extern "C" {
 #endif
 
 #define TERSE_VERSION_MAJOR 0
-#define TERSE_VERSION_MINOR 1
+#define TERSE_VERSION_MINOR 2
 #define TERSE_VERSION_PATCH 0
 
 /*
@@ -99,8 +99,31 @@ typedef struct terse_comm terse_comm_t;
 typedef struct terse_request terse_request_t;
 
 /**
+ * Out-of-band allgather (UCC's ucc_oob_coll shape), for jobs whose launcher
+ * or framework already connects the ranks (MPI, a PyTorch Store, PMIx): terse
+ * then runs its start-up exchange through it instead of its own TCP
+ * rendezvous. allgather starts an exchange of len bytes per rank - rbuf[r *
+ * len ...] receives rank r's sbuf - and sets *request; req_test returns
+ * TERSE_OK once it completed, TERSE_IN_PROGRESS before, or an error;
+ * req_free releases the request. n_oob_eps ranks take part, this one being
+ * oob_ep. The hook is called only inside terse_comm_create, from its thread.
+ */
+typedef struct terse_oob_coll {
+    terse_status_t (*allgather)(void *sbuf, void *rbuf, size_t len, void *coll_info, void **request);
+    terse_status_t (*req_test)(void *request);
+    terse_status_t (*req_free)(void *request);
+    void *coll_info;
+    int n_oob_eps;
+    int oob_ep;
+} terse_oob_coll_t;
+
+/**
  * Communicator parameters. Zero (or NULL) in a field means "take it from the
  * environment, else the default". API values override the environment.
+ *  - struct_size: sizeof(terse_comm_params_t) as the caller was compiled
+ *    (terse_comm_params_init or TERSE_COMM_PARAMS_INIT set it); later
+ *    versions append fields and read only what the caller's struct holds.
+ *    0 means the layout of this header.
  *  - size == 0: rank and size come from the launcher's environment
  *    (TERSE_RANK/TERSE_SIZE, OMPI_COMM_WORLD_*, PMI_*, SLURM_PROCID/NTASKS,
  *    RANK/WORLD_SIZE), in that order of preference.
@@ -109,25 +132,46 @@ typedef struct terse_request terse_request_t;
  *    the others find it (TERSE_ROOT_ADDR, else MASTER_ADDR:MASTER_PORT,
  *    else 127.0.0.1 with 8 ports derived from the job id).
  *  - secret: per-job secret; connections that do not present it are rejected
- *    (TERSE_SECRET, else derived from the launcher's job id).
+ *    (TERSE_SECRET, else derived from the launcher's job id; with an oob hook,
+ *    drawn at random and agreed through it).
  *  - transport: "tcp", "verbs" or "auto" (TERSE_TRANSPORT).
  *  - timeout_sec: how long to wait for a silent peer (TERSE_TIMEOUT).
+ *  - oob: when oob.allgather is set, rank and size are oob_ep / n_oob_eps
+ *    and the start-up exchange goes through the hook (no root address).
+ *  - host_id: this process's host identity for node awareness
+ *    (TERSE_HOST_ID; default the boot id and host name).
  */
 typedef struct terse_comm_params {
+    size_t struct_size;
     int rank;
     int size;
     const char *root_addr;
     const char *secret;
     const char *transport;
     double timeout_sec;
+    terse_oob_coll_t oob;
+    const char *host_id;
 } terse_comm_params_t;
 
+#define TERSE_COMM_PARAMS_INIT {sizeof(terse_comm_params_t), 0, 0, NULL, NULL, NULL, 0, {0}, NULL}
+
+/** Zero every field and set struct_size. */
+TERSE_API void terse_comm_params_init(terse_comm_params_t *params);
+
 /**
- * Create a communicator. Collective over all `size` ranks: blocks until every
- * rank has joined or the timeout expires. On success *comm is owned by the
- * caller and must be released with terse_comm_destroy().
+ * Create a world communicator. Collective over all `size` ranks: blocks
+ * until every rank has joined or the timeout expires. On success *comm is
+ * owned by the caller and must be released with terse_comm_destroy().
  * Returns TERSE_ERR_INVALID_ARG, TERSE_ERR_TIMEOUT, TERSE_ERR_AUTH,
  * TERSE_ERR_SYSTEM, TERSE_ERR_NO_MEMORY.
+ *
+ * The world communicator owns the process's context: the transport
+ * endpoint, one connection per peer, registered memory, the host table.
+ * Every communicator derived from it (split, dup, create_group,
+ * split_type, shrink) shares that context - no new rendezvous, listener or
+ * connection - and its traffic is told apart on the wire by a communicator
+ * id. Communicators may be destroyed in any order (the parent before its
+ * children too): the context lives until the last one is destroyed.
  */
 TERSE_API terse_status_t terse_comm_create(const terse_comm_params_t *params,
                                            terse_comm_t **comm);
@@ -136,13 +180,64 @@ TERSE_API terse_status_t terse_comm_create(const terse_comm_params_t *params,
 TERSE_API terse_status_t terse_comm_create_from_env(terse_comm_t **comm);
 
 /**
- * Release a communicator and everything it owns. Local (not collective).
- * Pending requests are cancelled and their handles become invalid.
+ * Release a communicator. Local (not collective). Pending requests on it are
+ * cancelled and their handles become invalid; other communicators over the
+ * same context are not disturbed. The last communicator of a context closes
+ * the connections (peers then see this process leave).
  */
 TERSE_API terse_status_t terse_comm_destroy(terse_comm_t *comm);
 
 TERSE_API int terse_comm_rank(const terse_comm_t *comm);
 TERSE_API int terse_comm_size(const terse_comm_t *comm);
+
+/*
+ * Communicators from communicators (MPI's semantics). Each call is
+ * collective over comm - every rank calls it, in the same order as its other
+ * collectives on comm - except terse_comm_create_group, which only the
+ * listed ranks call. New communicators share comm's context and connections.
+ * A rank that gets no communicator receives *newcomm = NULL.
+ */
+#define TERSE_UNDEFINED (-32766)
+
+/** Ranks with the same color (>= 0) form a communicator, ordered by key, then
+ * by rank in comm; color TERSE_UNDEFINED takes part but gets NULL. A negative
+ * color other than that is TERSE_ERR_INVALID_ARG on every rank. */
+TERSE_API terse_status_t terse_comm_split(terse_comm_t *comm, int color, int key,
+                                          terse_comm_t **newcomm);
+/** Same ranks in the same order, a separate communication space. */
+TERSE_API terse_status_t terse_comm_dup(terse_comm_t *comm, terse_comm_t **newcomm);
+/** The ranks[0..nranks) of comm, in that order; called by those ranks only.
+ * Duplicates, out-of-range ranks or a caller not in the list are
+ * TERSE_ERR_INVALID_ARG (and no communication). */
+TERSE_API terse_status_t terse_comm_create_group(terse_comm_t *comm, int nranks, const int *ranks,
+                                                 terse_comm_t **newcomm);
+
+typedef enum terse_split_type {
+    TERSE_SPLIT_NODE = 1 /* ranks on the same host (MPI_COMM_TYPE_SHARED) */
+} terse_split_type_t;
+
+/** Split by locality: TERSE_SPLIT_NODE groups the ranks whose host identity
+ * matches (TERSE_HOST_ID fakes hosts for tests), ordered by key then rank. */
+TERSE_API terse_status_t terse_comm_split_type(terse_comm_t *comm, int type, int key,
+                                               terse_comm_t **newcomm);
+
+/** This rank's index among the ranks of comm on its host, and their number. */
+TERSE_API int terse_comm_local_rank(const terse_comm_t *comm);
+TERSE_API int terse_comm_local_size(const terse_comm_t *comm);
+/** Number of distinct hosts among comm's ranks. */
+TERSE_API int terse_comm_node_count(const terse_comm_t *comm);
+
+/**
+ * After a collective on comm failed with TERSE_ERR_PEER_FAILED (or
+ * TERSE_ERR_TIMEOUT): collective over the ranks still alive, which agree on
+ * who they are and get a communicator of those ranks, in comm's order
+ * (ULFM's MPI_Comm_shrink). Ranks that are excluded - dead, or merely stopped
+ * beyond the timeout - are cut off: a rank that comes back gets an error,
+ * never data. comm keeps its error; destroy it when done. A further failure
+ * during the shrink itself returns TERSE_ERR_PEER_FAILED (call it again).
+ */
+TERSE_API terse_status_t terse_comm_shrink(terse_comm_t *comm, terse_comm_t **newcomm);
+
 /** Name of the transport in use ("tcp", "verbs"). */
 TERSE_API const char *terse_comm_transport(const terse_comm_t *comm);
 
@@ -233,8 +328,9 @@ TERSE_API terse_status_t terse_request_free(terse_request_t *req);
  * stay allocated and mapped until terse_mem_deregister() returns (freeing or
  * unmapping registered memory first is undefined behaviour, as with
  * ibv_reg_mr). A registration covers every call whose buffer lies inside
- * [buf, buf + len). Registrations are per communicator and are released by
- * terse_comm_destroy() too. Over TCP registration is accepted and costs
+ * [buf, buf + len), on every communicator of the same context (the world it
+ * was made on and all derived from it), and is released with the context
+ * (when its last communicator is destroyed) if not before. Over TCP registration is accepted and costs
  * nothing.
  *
  * With TERSE_REG_CACHE=1 terse also registers the buffers of large calls by

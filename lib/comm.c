@@ -1,139 +1,105 @@
 /*
- * comm.c - communicator life cycle: resolve identity from the API and the
- * launcher's environment, rendezvous, open and connect the transport,
- * allocate the registered receive slots; error latching; destroy.
+ * comm.c - communicators over a context: the world communicator, split,
+ * dup, create_group and split by node, their ids, accessors and release.
+ * A child never opens anything: it is a rank map and an id over the
+ * parent's context.
  */
 #include "comm.h"
-#include "bootstrap.h"
+#include "coll/coll.h"
+#include "executor.h"
 #include "log.h"
-#include "memreg.h"
-#include "topology.h"
 #include "net.h"
-#include "schedule.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Resolve rank, size, root address and secret: API > TERSE_* > launcher. */
-#define DERIVED_PORTS 8
+#define ID_WORLD 0x776f726c64ull /* "world" */
+#define ID_SPLIT 0x73706c6974ull
+#define ID_DUP 0x647570ull
+#define ID_GROUP 0x67726f7570ull
+#define ID_NODE 0x6e6f6465ull
 
-/* Single-node default: every rank of the job derives the same range of
- * DERIVED_PORTS ports from the job id; the root takes the first free one.
- * The range lies below the kernel's ephemeral ports, which any outgoing
- * connection on the machine may hold. */
-static void derived_root(const char *jobid, char *root, size_t rootlen)
+/* create_group calls made on a communicator, per member list: members of the
+ * same list call in the same order, so the count agrees among them. */
+typedef struct terse_group_count {
+    struct terse_group_count *next;
+    uint64_t hash, count;
+} terse_group_count_t;
+
+uint64_t terse__comm_child_id(uint64_t parent, uint64_t what, uint64_t a, uint64_t b)
 {
-    unsigned lo = 32768, hi = 60999, base, span;
-    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
-    if (f) {
-        if (fscanf(f, "%u %u", &lo, &hi) != 2)
-            lo = 32768, hi = 60999;
-        fclose(f);
-    }
-    if (lo >= 10000 + 1000 + DERIVED_PORTS)
-        base = 10000, span = lo - 10000 - DERIVED_PORTS;
-    else if (hi + 1000 + DERIVED_PORTS <= 65535)
-        base = hi + 1, span = 65535 - hi - DERIVED_PORTS;
-    else
-        base = 20000, span = 20000;
-    unsigned p = base + (unsigned)(terse__hash64(jobid, strlen(jobid), 0) % span);
-    snprintf(root, rootlen, "127.0.0.1:%u-%u", p, p + DERIVED_PORTS - 1);
+    uint64_t v[4] = {parent, what, a, b};
+    uint64_t id = terse__hash64(v, sizeof(v), 0x636f6d6dull) & TERSE_COMM_ID_MASK;
+    return id ? id : 1;
 }
 
-static terse_status_t resolve_identity(terse_comm_t *comm, const terse_comm_params_t *p,
-                                       char *root, size_t rootlen, char *secret, size_t seclen)
+terse_status_t terse__comm_new(terse_ctx_t *ctx, uint64_t id, const int *world, int size,
+                               const terse_config_t *cfg, terse_comm_t **out)
 {
-    terse_launch_env_t env;
-    terse__config_launch_env(&env);
-    const char *src;
-    if (p && p->size > 0) {
-        comm->rank = p->rank;
-        comm->size = p->size;
-        src = "parameters";
-    } else if (comm->cfg.size > 0 && comm->cfg.rank >= 0) {
-        comm->rank = comm->cfg.rank;
-        comm->size = comm->cfg.size;
-        src = "TERSE_RANK/TERSE_SIZE";
-    } else if (env.source) {
-        comm->rank = env.rank;
-        comm->size = env.size;
-        src = env.source;
-    } else {
-        TERSE_WARN(INIT, "cannot tell this process's rank and size: pass them in "
-                         "terse_comm_params_t, set TERSE_RANK/TERSE_SIZE, or launch with "
-                         "mpirun, srun or torchrun");
-        return TERSE_ERR_INVALID_ARG;
+    *out = NULL;
+    terse_comm_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return TERSE_ERR_NO_MEMORY;
+    c->world = malloc(sizeof(int) * (size_t)size);
+    c->rank_of = malloc(sizeof(int) * (size_t)ctx->size);
+    c->peer_block = calloc((size_t)size, sizeof(uint64_t));
+    if (!c->world || !c->rank_of || !c->peer_block) {
+        free(c->world), free(c->rank_of), free(c->peer_block), free(c);
+        return TERSE_ERR_NO_MEMORY;
     }
-    if (comm->size < 1 || comm->rank < 0 || comm->rank >= comm->size || comm->size > (1 << 20)) {
-        TERSE_WARN(INIT, "invalid rank %d / size %d (from %s)", comm->rank, comm->size, src);
-        return TERSE_ERR_INVALID_ARG;
+    for (int w = 0; w < ctx->size; w++)
+        c->rank_of[w] = -1;
+    c->rank = -1;
+    for (int i = 0; i < size; i++) {
+        c->world[i] = world[i];
+        c->rank_of[world[i]] = i;
+        if (world[i] == ctx->rank)
+            c->rank = i;
     }
-    if (p && p->root_addr && *p->root_addr)
-        snprintf(root, rootlen, "%s", p->root_addr);
-    else if (comm->cfg.root_addr[0])
-        snprintf(root, rootlen, "%s", comm->cfg.root_addr);
-    else if (env.master[0])
-        snprintf(root, rootlen, "%s", env.master);
-    else if (env.jobid[0])
-        derived_root(env.jobid, root, rootlen);
-    else if (comm->size == 1)
-        snprintf(root, rootlen, "127.0.0.1:0");
-    else {
-        TERSE_WARN(INIT, "no rendezvous address: set TERSE_ROOT_ADDR=host:port (or MASTER_ADDR "
-                         "and MASTER_PORT)");
-        return TERSE_ERR_INVALID_ARG;
-    }
-    if (p && p->secret && *p->secret)
-        snprintf(secret, seclen, "%s", p->secret);
-    else if (comm->cfg.secret[0])
-        snprintf(secret, seclen, "%s", comm->cfg.secret);
-    else if (env.jobid[0])
-        snprintf(secret, seclen, "job:%s", env.jobid);
-    else
-        snprintf(secret, seclen, "root:%s", root);
-    TERSE_INFO(INIT, "rank %d of %d (from %s), root %s", comm->rank, comm->size, src, root);
+    c->ctx = ctx;
+    c->id = id & TERSE_COMM_ID_MASK;
+    c->size = size;
+    c->cfg = *cfg;
+    c->chunk = ctx->chunk;
+    c->tp_ops = ctx->tp_ops;
+    c->error_culprit = c->suspect = -1;
+    c->next_in_ctx = ctx->comms;
+    ctx->comms = c;
+    ctx->refs++;
+    *out = c;
+    terse__exec_replay_aborts(c);
     return TERSE_OK;
 }
 
-static terse_status_t setup_slots(terse_comm_t *comm)
+void terse__comm_free(terse_comm_t *comm)
 {
-    comm->chunk = comm->cfg.chunk_size;
-    comm->nslots = comm->cfg.slots;
-    comm->slot_stride = TERSE_HDR_SIZE + comm->chunk;
-    size_t nslot = (size_t)comm->size * (size_t)comm->nslots;
-    size_t rlen = nslot * comm->slot_stride;
-    /* on the NIC's NUMA node when the transport has one */
-    comm->recv_len = rlen;
-    comm->recv_region = terse__topo_alloc(comm->tp_ops->device(comm->tp), rlen);
-    comm->hdr_region = aligned_alloc(64, nslot * TERSE_HDR_SIZE);
-    comm->rkeys = calloc((size_t)comm->size, TERSE_TP_RKEY_MAX);
-    comm->chans = calloc((size_t)comm->size, sizeof(terse_chan_t));
-    if (!comm->recv_region || !comm->hdr_region || !comm->rkeys || !comm->chans)
-        return TERSE_ERR_NO_MEMORY;
-    memset(comm->hdr_region, 0, nslot * TERSE_HDR_SIZE);
-    terse_status_t st = comm->tp_ops->mem_reg(comm->tp, comm->recv_region, rlen, &comm->recv_mr);
-    if (st == TERSE_OK)
-        st = comm->tp_ops->mem_reg(comm->tp, comm->hdr_region, nslot * TERSE_HDR_SIZE, &comm->hdr_mr);
-    return st;
+    terse_ctx_t *ctx = comm->ctx;
+    terse__exec_cancel_comm(comm);
+    for (terse_comm_t **pp = &ctx->comms; *pp; pp = &(*pp)->next_in_ctx)
+        if (*pp == comm) {
+            *pp = comm->next_in_ctx;
+            break;
+        }
+    ctx->gone[ctx->ngone++ % 64] = comm->id;
+    while (comm->groups) {
+        terse_group_count_t *g = comm->groups;
+        comm->groups = g->next;
+        free(g);
+    }
+    free(comm->world);
+    free(comm->rank_of);
+    free(comm->peer_block);
+    free(comm);
+    terse__ctx_release(ctx);
 }
 
-static void comm_free(terse_comm_t *comm)
+void terse_comm_params_init(terse_comm_params_t *params)
 {
-    if (comm->tp) {
-        terse__memreg_clear(comm);
-        if (comm->recv_mr)
-            comm->tp_ops->mem_dereg(comm->tp, comm->recv_mr);
-        if (comm->hdr_mr)
-            comm->tp_ops->mem_dereg(comm->tp, comm->hdr_mr);
-        comm->tp_ops->close(comm->tp, terse__now() + (comm->cfg.timeout_sec < 10 ? comm->cfg.timeout_sec : 10));
-    }
-    terse__topo_free(comm->recv_region, comm->recv_len);
-    free(comm->hdr_region);
-    free(comm->rkeys);
-    free(comm->chans);
-    free(comm);
+    if (!params)
+        return;
+    memset(params, 0, sizeof(*params));
+    params->struct_size = sizeof(*params);
 }
 
 terse_status_t terse_comm_create(const terse_comm_params_t *params, terse_comm_t **out)
@@ -141,185 +107,226 @@ terse_status_t terse_comm_create(const terse_comm_params_t *params, terse_comm_t
     if (!out)
         return TERSE_ERR_INVALID_ARG;
     *out = NULL;
-    terse_comm_t *comm = calloc(1, sizeof(*comm));
-    if (!comm)
+    terse_ctx_t *ctx;
+    terse_status_t st = terse__ctx_create(params, &ctx);
+    if (st != TERSE_OK)
+        return st;
+    int *world = malloc(sizeof(int) * (size_t)ctx->size);
+    if (!world) {
+        ctx->refs = 1;
+        terse__ctx_release(ctx);
         return TERSE_ERR_NO_MEMORY;
-    terse__config_load(&comm->cfg);
-    if (params && params->timeout_sec > 0)
-        comm->cfg.timeout_sec = params->timeout_sec;
-    if (params && params->transport && *params->transport)
-        snprintf(comm->cfg.transport, sizeof(comm->cfg.transport), "%s", params->transport);
-
-    char root[256], secret[300];
-    terse_status_t st = resolve_identity(comm, params, root, sizeof(root), secret, sizeof(secret));
+    }
+    for (int r = 0; r < ctx->size; r++)
+        world[r] = r;
+    st = terse__comm_new(ctx, terse__comm_child_id(0, ID_WORLD, ctx->secret_hash, (uint64_t)ctx->size),
+                         world, ctx->size, &ctx->cfg, out);
+    free(world);
     if (st != TERSE_OK) {
-        free(comm);
-        return st;
+        ctx->refs = 1;
+        terse__ctx_release(ctx);
     }
-    terse__log_set_rank(comm->rank);
-    comm->secret_hash = terse__hash64(secret, strlen(secret), 0x7465727365ull);
-    double deadline = terse__now() + comm->cfg.timeout_sec;
-
-    /* Choose the transport before the rendezvous: a rank that cannot use it
-     * fails at once rather than leaving the others to time out. */
-    terse_tp_params_t probe = {.rank = comm->rank, .size = comm->size, .ib_device = comm->cfg.ib_device,
-                               .ib_addr = comm->cfg.ib_addr, .ib_gid_index = comm->cfg.ib_gid_index};
-    comm->tp_ops = terse__tp_select(comm->cfg.transport, &probe, &st);
-    if (!comm->tp_ops) {
-        free(comm);
-        return st;
-    }
-
-    if (comm->cfg.chunk_size == 0)
-        comm->cfg.chunk_size = comm->tp_ops->default_chunk;
-
-    terse_boot_t boot;
-    if (comm->size > 1) {
-        st = terse__boot_open(&boot, comm->rank, comm->size, root, comm->secret_hash);
-        if (st != TERSE_OK) {
-            terse__boot_close(&boot);
-            free(comm);
-            return st;
-        }
-    } else {
-        memset(&boot, 0, sizeof(boot));
-        boot.fd = boot.lfd = -1;
-        snprintf(boot.local_ip, sizeof(boot.local_ip), "127.0.0.1");
-    }
-    terse_tp_params_t tpp = {.rank = comm->rank, .size = comm->size, .secret_hash = comm->secret_hash,
-                             .bind_addr = comm->cfg.bind_addr[0] ? comm->cfg.bind_addr : boot.local_ip,
-                             .sockbuf = comm->cfg.tcp_sockbuf, .timeout_sec = comm->cfg.timeout_sec,
-                             .max_msg = comm->cfg.chunk_size, .max_outstanding = comm->cfg.slots,
-                             .ib_device = comm->cfg.ib_device, .ib_addr = comm->cfg.ib_addr,
-                             .ib_gid_index = comm->cfg.ib_gid_index, .ib_timeout = comm->cfg.ib_timeout,
-                             .ib_retry = comm->cfg.ib_retry,
-                             .place = comm->cfg.tcp_place ? terse__comm_place : NULL, .place_arg = comm, .place_head = TERSE_HDR_SIZE};
-    st = comm->tp_ops->open(&tpp, &comm->tp);
-    if (st == TERSE_OK)
-        st = setup_slots(comm);
-
-    /* Rendezvous: everyone's transport address and receive-slot key. */
-    /* blob: transport address | receive-slot key | transport name */
-    const size_t blen = TERSE_TP_ADDR_MAX + TERSE_TP_RKEY_MAX + 16;
-    char mine[TERSE_TP_ADDR_MAX + TERSE_TP_RKEY_MAX + 16] = {0};
-    char *all = NULL;
-    const void **blobs = NULL;
-    if (st == TERSE_OK) {
-        size_t alen = 0;
-        st = comm->tp_ops->address(comm->tp, mine, &alen);
-        if (st == TERSE_OK)
-            st = comm->tp_ops->mem_rkey(comm->tp, comm->recv_mr, mine + TERSE_TP_ADDR_MAX);
-        snprintf(mine + TERSE_TP_ADDR_MAX + TERSE_TP_RKEY_MAX, 16, "%s", comm->tp_ops->name);
-    }
-    if (st == TERSE_OK) {
-        all = calloc((size_t)comm->size, blen);
-        blobs = calloc((size_t)comm->size, sizeof(void *));
-        st = (all && blobs) ? TERSE_OK : TERSE_ERR_NO_MEMORY;
-    }
-    if (st == TERSE_OK && comm->size > 1)
-        st = terse__boot_allgather(&boot, mine, blen, all, deadline);
-    else if (st == TERSE_OK)
-        memcpy(all, mine, blen);
-    terse__boot_close(&boot);
-    for (int r = 0; st == TERSE_OK && r < comm->size; r++) {
-        const char *theirs = all + (size_t)r * blen + TERSE_TP_ADDR_MAX + TERSE_TP_RKEY_MAX;
-        if (strncmp(theirs, comm->tp_ops->name, 16) != 0) {
-            TERSE_WARN(INIT, "rank %d uses transport '%.16s', this rank '%s': set TERSE_TRANSPORT "
-                             "the same everywhere", r, theirs, comm->tp_ops->name);
-            st = TERSE_ERR_MISMATCH;
-        }
-    }
-    if (st == TERSE_OK) {
-        for (int r = 0; r < comm->size; r++) {
-            blobs[r] = all + (size_t)r * blen;
-            memcpy(comm->rkeys + (size_t)r * TERSE_TP_RKEY_MAX, all + (size_t)r * blen + TERSE_TP_ADDR_MAX,
-                   TERSE_TP_RKEY_MAX);
-        }
-        st = comm->tp_ops->connect(comm->tp, blobs, deadline);
-    }
-    free(all);
-    free(blobs);
-    if (st != TERSE_OK) {
-        TERSE_WARN(INIT, "rank %d: communicator creation failed: %s", comm->rank, terse_strerror(st));
-        comm_free(comm);
-        return st;
-    }
-    TERSE_INFO(INIT, "communicator ready: rank %d of %d over %s, %d slots x %zu bytes per peer",
-               comm->rank, comm->size, comm->tp_ops->name, comm->nslots, comm->chunk);
-    *out = comm;
-    return TERSE_OK;
+    return st;
 }
 
-terse_status_t terse_comm_create_from_env(terse_comm_t **comm)
-{
-    return terse_comm_create(NULL, comm);
-}
+terse_status_t terse_comm_create_from_env(terse_comm_t **comm) { return terse_comm_create(NULL, comm); }
 
 terse_status_t terse_comm_destroy(terse_comm_t *comm)
 {
     if (!comm)
         return TERSE_ERR_INVALID_ARG;
-    /* Pending requests die with the communicator; their writes must not read
-     * buffers the caller may free next. */
-    if (comm->req_head)
-        for (int p = 0; p < comm->size; p++)
-            if (p != comm->rank)
-                comm->tp_ops->cancel(comm->tp, p, 0);
-    while (comm->req_head) {
-        terse_request_t *r = comm->req_head;
-        comm->req_head = r->next;
-        terse__sched_free(r);
-    }
-    TERSE_INFO(COLL, "rank %d: %llu calls, %llu bytes sent; chunks received in place %llu, through a "
-                     "slot %llu; registrations %llu, zero-copy sends %llu, bounce sends %llu",
-               comm->rank, (unsigned long long)comm->stats.calls, (unsigned long long)comm->stats.bytes_sent,
-               (unsigned long long)comm->stats.chunks_placed, (unsigned long long)comm->stats.chunks_slotted,
-               (unsigned long long)comm->stats.reg_created, (unsigned long long)comm->stats.reg_hits,
-               (unsigned long long)comm->stats.reg_misses);
-    /* Say goodbye so peers can tell a clean exit from a crash. */
-    for (int p = 0; p < comm->size; p++)
-        if (p != comm->rank && !comm->chans[p].lost)
-            comm->tp_ops->write_notify(comm->tp, p, NULL, 0, NULL, 0, TERSE_IMM(TERSE_IMM_BYE, 0),
-                                       UINT64_MAX);
-    comm_free(comm);
+    TERSE_INFO(COLL, "rank %d of %d: %llu calls, %llu bytes sent; chunks received in place %llu, through "
+                     "a slot %llu", comm->rank, comm->size, (unsigned long long)comm->stats.calls,
+               (unsigned long long)comm->stats.bytes_sent, (unsigned long long)comm->stats.chunks_placed,
+               (unsigned long long)comm->stats.chunks_slotted);
+    terse__comm_free(comm);
     return TERSE_OK;
 }
 
-void terse__comm_fail(terse_comm_t *comm, terse_status_t st, int culprit, uint32_t seq,
-                      int propagate, const char *fmt, ...)
+/* ---- split and friends ------------------------------------------------ */
+
+typedef struct split_entry {
+    int64_t color, key;
+} split_entry_t;
+
+static int cmp_member(const void *a, const void *b, void *all_)
 {
-    int first = comm->error == TERSE_OK;
-    if (first) {
-        comm->error = st;
-        comm->error_seq = seq;
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(comm->error_detail, sizeof(comm->error_detail), fmt, ap);
-        va_end(ap);
-        TERSE_WARN(COLL, "rank %d: %s: %s", comm->rank, terse_strerror(st), comm->error_detail);
-    } else if (!terse__seq_ge(seq, comm->error_seq)) {
-        comm->error_seq = seq; /* an earlier call cannot finish either */
-    }
-    terse__sched_fail_from(comm, comm->error_seq);
-    if (propagate && first) {
-        /* Best effort: every peer learns the status, the culprit and the first
-         * failing call, so all ranks return the same error instead of waiting
-         * for their timeout, and calls before it still complete. */
-        uint32_t c = culprit < 0 || culprit >= (int)TERSE_CULPRIT_NONE ? TERSE_CULPRIT_NONE : (uint32_t)culprit;
-        for (int p = 0; p < comm->size; p++)
-            if (p != comm->rank && !comm->chans[p].lost) {
-                comm->tp_ops->write_notify(comm->tp, p, NULL, 0, NULL, 0,
-                                           TERSE_IMM(TERSE_IMM_ABORT_SEQ, seq), UINT64_MAX);
-                comm->tp_ops->write_notify(comm->tp, p, NULL, 0, NULL, 0,
-                                           TERSE_IMM(TERSE_IMM_ABORT, (c << 8) | ((uint32_t)(-st) & 0xff)),
-                                           UINT64_MAX);
-            }
-    }
+    const split_entry_t *all = all_;
+    int x = *(const int *)a, y = *(const int *)b;
+    if (all[x].key != all[y].key)
+        return all[x].key < all[y].key ? -1 : 1;
+    return x < y ? -1 : x > y;
 }
+
+/* Every rank of comm tells its (color, key); the ranks of this rank's color
+ * form the child, ordered by key then rank. `what` tells split, dup and node
+ * split apart, on the wire (a mismatch is reported) and in the child's id. */
+static terse_status_t split_by(terse_comm_t *comm, uint64_t what, int color, int key, terse_comm_t **newcomm)
+{
+    if (!comm || !newcomm)
+        return TERSE_ERR_INVALID_ARG;
+    *newcomm = NULL;
+    if (comm->error != TERSE_OK)
+        return comm->error;
+    int n = comm->size;
+    split_entry_t *all = malloc(sizeof(split_entry_t) * (size_t)n);
+    size_t *off = calloc((size_t)n, sizeof(size_t)), *len = calloc((size_t)n, sizeof(size_t));
+    int *members = malloc(sizeof(int) * (size_t)n);
+    terse_status_t st = all && off && len && members ? TERSE_OK : TERSE_ERR_NO_MEMORY;
+    uint64_t call = comm->children++;
+    if (st == TERSE_OK) {
+        for (int r = 0; r < n; r++)
+            off[r] = (size_t)r * sizeof(split_entry_t), len[r] = sizeof(split_entry_t);
+        all[comm->rank] = (split_entry_t){color, key};
+        st = terse__allgather_bytes(comm, what, call, (char *)all, off, len);
+    }
+    int bad = -1, m = 0;
+    for (int r = 0; st == TERSE_OK && r < n; r++)
+        if (all[r].color < 0 && all[r].color != TERSE_UNDEFINED)
+            bad = r;
+    if (st == TERSE_OK && bad >= 0) {
+        TERSE_WARN(COLL, "comm split: rank %d passed color %lld (colors are >= 0 or TERSE_UNDEFINED)", bad,
+                   (long long)all[bad].color);
+        st = TERSE_ERR_INVALID_ARG;
+    }
+    if (st == TERSE_OK && color != TERSE_UNDEFINED) {
+        for (int r = 0; r < n; r++)
+            if (all[r].color == color)
+                members[m++] = r;
+        qsort_r(members, (size_t)m, sizeof(int), cmp_member, all);
+        for (int i = 0; i < m; i++)
+            members[i] = comm->world[members[i]];
+        st = terse__comm_new(comm->ctx, terse__comm_child_id(comm->id, what, call, (uint64_t)color), members, m,
+                             &comm->cfg, newcomm);
+    }
+    free(all), free(off), free(len), free(members);
+    return st;
+}
+
+terse_status_t terse_comm_split(terse_comm_t *comm, int color, int key, terse_comm_t **newcomm)
+{
+    return split_by(comm, ID_SPLIT, color, key, newcomm);
+}
+
+terse_status_t terse_comm_dup(terse_comm_t *comm, terse_comm_t **newcomm)
+{
+    return split_by(comm, ID_DUP, 0, comm ? comm->rank : 0, newcomm);
+}
+
+terse_status_t terse_comm_split_type(terse_comm_t *comm, int type, int key, terse_comm_t **newcomm)
+{
+    if (!comm || !newcomm)
+        return TERSE_ERR_INVALID_ARG;
+    /* A bad type still takes part, as an invalid color: every rank then
+     * learns of it and fails alike. */
+    int color = -2;
+    if (type == TERSE_SPLIT_NODE) {
+        /* the node's color: its lowest rank in comm */
+        uint64_t me = comm->ctx->host[comm->ctx->rank];
+        for (int r = 0; r < comm->size && color < 0; r++)
+            if (comm->ctx->host[comm->world[r]] == me)
+                color = r;
+    } else {
+        TERSE_WARN(COLL, "comm split_type: unknown type %d", type);
+    }
+    terse_status_t st = split_by(comm, ID_NODE, color, key, newcomm);
+    return st == TERSE_OK && color < 0 ? TERSE_ERR_INVALID_ARG : st;
+}
+
+terse_status_t terse_comm_create_group(terse_comm_t *comm, int nranks, const int *ranks, terse_comm_t **newcomm)
+{
+    if (!comm || !newcomm)
+        return TERSE_ERR_INVALID_ARG;
+    *newcomm = NULL;
+    if (comm->error != TERSE_OK)
+        return comm->error;
+    if (nranks < 1 || nranks > comm->size || !ranks) {
+        TERSE_WARN(COLL, "comm create_group: %d ranks of a communicator of %d", nranks, comm->size);
+        return TERSE_ERR_INVALID_ARG;
+    }
+    char *seen = calloc((size_t)comm->size, 1);
+    int *world = malloc(sizeof(int) * (size_t)nranks), in = 0;
+    if (!seen || !world) {
+        free(seen), free(world);
+        return TERSE_ERR_NO_MEMORY;
+    }
+    terse_status_t st = TERSE_OK;
+    for (int i = 0; i < nranks && st == TERSE_OK; i++) {
+        if (ranks[i] < 0 || ranks[i] >= comm->size || seen[ranks[i]]) {
+            TERSE_WARN(COLL, "comm create_group: ranks[%d] = %d is %s", i, ranks[i],
+                       ranks[i] < 0 || ranks[i] >= comm->size ? "out of range" : "listed twice");
+            st = TERSE_ERR_INVALID_ARG;
+            break;
+        }
+        seen[ranks[i]] = 1;
+        in |= ranks[i] == comm->rank;
+        world[i] = comm->world[ranks[i]];
+    }
+    if (st == TERSE_OK && !in) {
+        TERSE_WARN(COLL, "comm create_group: rank %d called it but is not in the list", comm->rank);
+        st = TERSE_ERR_INVALID_ARG;
+    }
+    if (st == TERSE_OK) {
+        uint64_t h = terse__hash64(ranks, sizeof(int) * (size_t)nranks, (uint64_t)nranks);
+        terse_group_count_t *g = comm->groups;
+        while (g && g->hash != h)
+            g = g->next;
+        if (!g && (g = calloc(1, sizeof(*g))) != NULL) {
+            g->hash = h;
+            g->next = comm->groups;
+            comm->groups = g;
+        }
+        st = g ? terse__comm_new(comm->ctx, terse__comm_child_id(comm->id, ID_GROUP, h, g->count++), world, nranks,
+                                 &comm->cfg, newcomm)
+               : TERSE_ERR_NO_MEMORY;
+    }
+    free(seen);
+    free(world);
+    return st;
+}
+
+/* ---- queries ---------------------------------------------------------- */
 
 int terse_comm_rank(const terse_comm_t *comm) { return comm ? comm->rank : -1; }
 int terse_comm_size(const terse_comm_t *comm) { return comm ? comm->size : -1; }
-const char *terse_comm_transport(const terse_comm_t *comm) { return comm && comm->tp_ops ? comm->tp_ops->name : "none"; }
+const char *terse_comm_transport(const terse_comm_t *comm) { return comm ? comm->ctx->tp_ops->name : "none"; }
+
+int terse_comm_local_rank(const terse_comm_t *comm)
+{
+    if (!comm)
+        return -1;
+    const uint64_t *host = comm->ctx->host, me = host[comm->ctx->rank];
+    int k = 0;
+    for (int r = 0; r < comm->rank; r++)
+        k += host[comm->world[r]] == me;
+    return k;
+}
+
+int terse_comm_local_size(const terse_comm_t *comm)
+{
+    if (!comm)
+        return -1;
+    const uint64_t *host = comm->ctx->host, me = host[comm->ctx->rank];
+    int k = 0;
+    for (int r = 0; r < comm->size; r++)
+        k += host[comm->world[r]] == me;
+    return k;
+}
+
+int terse_comm_node_count(const terse_comm_t *comm)
+{
+    if (!comm)
+        return -1;
+    const uint64_t *host = comm->ctx->host;
+    int k = 0;
+    for (int r = 0; r < comm->size; r++) {
+        int first = 1;
+        for (int s = 0; s < r && first; s++)
+            first = host[comm->world[s]] != host[comm->world[r]];
+        k += first;
+    }
+    return k;
+}
 
 terse_status_t terse_comm_error(const terse_comm_t *comm, const char **detail)
 {
@@ -328,6 +335,17 @@ terse_status_t terse_comm_error(const terse_comm_t *comm, const char **detail)
     if (detail)
         *detail = comm->error_detail;
     return comm->error;
+}
+
+terse_status_t terse_comm_stats(const terse_comm_t *comm, terse_comm_stats_t *stats)
+{
+    if (!comm || !stats)
+        return TERSE_ERR_INVALID_ARG;
+    *stats = comm->stats;
+    stats->reg_created = comm->ctx->reg_created;
+    stats->reg_hits = comm->ctx->reg_hits;
+    stats->reg_misses = comm->ctx->reg_misses;
+    return TERSE_OK;
 }
 
 void terse_config_print(void *file) { terse__config_print(file ? (FILE *)file : stdout); }

@@ -2,7 +2,7 @@
  * config.c - the only place terse reads the environment.
  *
  * Every knob is one row of terse_config_table: name, type, default, help and
- * the field it fills. API parameters override these values later, in comm.c.
+ * the field it fills. API parameters override these values later, in context.c.
  */
 #include "terse_config.h"
 #include "log.h"
@@ -82,6 +82,12 @@ static const cfg_row_t terse_config_table[] = {
     ROW("TERSE_IB_TIMEOUT", CFG_INT, ib_timeout, "14",
         "verbs: QP ack timeout exponent (4.096 us * 2^n per try)."),
     ROW("TERSE_IB_RETRY_COUNT", CFG_INT, ib_retry, "7", "verbs: QP transport retry count (0-7)."),
+    ROW("TERSE_STASH_LIMIT", CFG_SIZE, stash_limit, "256M",
+        "Bytes of received chunks a rank may park off their receive slots so that one communicator "
+        "never blocks another on a shared connection; beyond it the sender waits for credits."),
+    ROW_S("TERSE_HOST_ID", host_id, "",
+          "Host identity for node awareness (TERSE_SPLIT_NODE, local rank); default: boot id and "
+          "host name. Set it to fake several nodes on one machine."),
     ROW("TERSE_RANK", CFG_INT, rank, "-1", "Rank of this process (overrides launcher variables)."),
     ROW("TERSE_SIZE", CFG_INT, size, "0", "Number of ranks (overrides launcher variables)."),
 };

@@ -2,8 +2,10 @@
  * memreg.c - user memory registration: terse_mem_register/deregister, the
  * automatic cache behind TERSE_REG_CACHE, and the lookup the executor does
  * for every chunk it sends (a hit means the transport can send zero-copy).
+ * Registrations belong to the context: every communicator over it uses them.
  */
 #include "memreg.h"
+#include "comm.h"
 #include "log.h"
 
 #include <stdint.h>
@@ -11,7 +13,7 @@
 
 #define PAGE ((uintptr_t)4096)
 
-static terse_status_t reg_new(terse_comm_t *comm, const void *buf, size_t len, int automatic,
+static terse_status_t reg_new(terse_ctx_t *ctx, const void *buf, size_t len, int automatic,
                               terse_memreg_t **out)
 {
     uintptr_t lo = (uintptr_t)buf & ~(PAGE - 1), hi = ((uintptr_t)buf + len + PAGE - 1) & ~(PAGE - 1);
@@ -21,77 +23,77 @@ static terse_status_t reg_new(terse_comm_t *comm, const void *buf, size_t len, i
     r->base = (char *)lo;
     r->len = hi - lo;
     r->automatic = automatic;
-    r->last_use = ++comm->reg_clock;
-    terse_status_t st = comm->tp_ops->mem_reg(comm->tp, r->base, r->len, &r->mr);
+    r->last_use = ++ctx->reg_clock;
+    terse_status_t st = ctx->tp_ops->mem_reg(ctx->tp, r->base, r->len, &r->mr);
     if (st != TERSE_OK) {
         free(r);
         return st;
     }
-    r->next = comm->regs;
-    comm->regs = r;
-    comm->stats.reg_created++;
+    r->next = ctx->regs;
+    ctx->regs = r;
+    ctx->reg_created++;
     if (automatic)
-        comm->reg_auto++;
+        ctx->reg_auto++;
     *out = r;
     return TERSE_OK;
 }
 
-static void reg_unlink_free(terse_comm_t *comm, terse_memreg_t *r)
+static void reg_unlink_free(terse_ctx_t *ctx, terse_memreg_t *r)
 {
-    for (terse_memreg_t **pp = &comm->regs; *pp; pp = &(*pp)->next)
+    for (terse_memreg_t **pp = &ctx->regs; *pp; pp = &(*pp)->next)
         if (*pp == r) {
             *pp = r->next;
             break;
         }
     if (r->automatic)
-        comm->reg_auto--;
-    comm->tp_ops->mem_dereg(comm->tp, r->mr);
+        ctx->reg_auto--;
+    ctx->tp_ops->mem_dereg(ctx->tp, r->mr);
     free(r);
 }
 
-terse_tp_mr_t *terse__memreg_find(terse_comm_t *comm, const void *ptr, size_t len)
+terse_tp_mr_t *terse__memreg_find(terse_ctx_t *ctx, const void *ptr, size_t len)
 {
     const char *p = ptr;
-    for (terse_memreg_t *r = comm->regs; r; r = r->next)
+    for (terse_memreg_t *r = ctx->regs; r; r = r->next)
         if (p >= r->base && p + len <= r->base + r->len) {
-            r->last_use = ++comm->reg_clock;
-            comm->stats.reg_hits++;
+            r->last_use = ++ctx->reg_clock;
+            ctx->reg_hits++;
             return r->mr;
         }
-    comm->stats.reg_misses++;
+    ctx->reg_misses++;
     return NULL;
 }
 
-void terse__memreg_auto(terse_comm_t *comm, const void *buf, size_t len)
+void terse__memreg_auto(terse_ctx_t *ctx, const void *buf, size_t len)
 {
-    if (comm->cfg.reg_cache <= 0 || !buf || len < ((size_t)64 << 10))
+    if (ctx->cfg.reg_cache <= 0 || !buf || len < ((size_t)64 << 10))
         return;
     const char *p = buf;
-    for (terse_memreg_t *r = comm->regs; r; r = r->next)
+    for (terse_memreg_t *r = ctx->regs; r; r = r->next)
         if (p >= r->base && p + len <= r->base + r->len) {
-            r->last_use = ++comm->reg_clock;
+            r->last_use = ++ctx->reg_clock;
             return;
         }
     /* Evict the least recently used automatic entry when full, but never
      * while requests are pending: their chunks may sit in a send queue. */
-    while (comm->reg_auto >= comm->cfg.reg_cache && !comm->req_head) {
+    while (ctx->reg_auto >= ctx->cfg.reg_cache && !ctx->req_head) {
         terse_memreg_t *lru = NULL;
-        for (terse_memreg_t *r = comm->regs; r; r = r->next)
+        for (terse_memreg_t *r = ctx->regs; r; r = r->next)
             if (r->automatic && (!lru || r->last_use < lru->last_use))
                 lru = r;
         if (!lru)
             break;
-        reg_unlink_free(comm, lru);
+        reg_unlink_free(ctx, lru);
     }
     terse_memreg_t *r;
-    if (reg_new(comm, buf, len, 1, &r) != TERSE_OK)
+    if (reg_new(ctx, buf, len, 1, &r) != TERSE_OK)
         TERSE_INFO(NET, "registration cache: could not register %zu bytes; using bounce buffers", len);
 }
 
-void terse__memreg_clear(terse_comm_t *comm)
+void terse__memreg_clear(terse_ctx_t *ctx)
 {
-    while (comm->regs)
-        reg_unlink_free(comm, comm->regs);
+    while (ctx->regs)
+        reg_unlink_free(ctx, ctx->regs);
 }
 
 terse_status_t terse_mem_register(terse_comm_t *comm, void *buf, size_t len, terse_memreg_t **reg)
@@ -99,7 +101,7 @@ terse_status_t terse_mem_register(terse_comm_t *comm, void *buf, size_t len, ter
     if (!comm || !buf || !len || !reg)
         return TERSE_ERR_INVALID_ARG;
     *reg = NULL;
-    return reg_new(comm, buf, len, 0, reg);
+    return reg_new(comm->ctx, buf, len, 0, reg);
 }
 
 terse_status_t terse_mem_deregister(terse_comm_t *comm, terse_memreg_t *reg)
@@ -107,13 +109,13 @@ terse_status_t terse_mem_deregister(terse_comm_t *comm, terse_memreg_t *reg)
     if (!comm || !reg)
         return TERSE_ERR_INVALID_ARG;
     int found = 0;
-    for (terse_memreg_t *r = comm->regs; r && !found; r = r->next)
+    for (terse_memreg_t *r = comm->ctx->regs; r && !found; r = r->next)
         found = r == reg && !r->automatic;
     if (!found)
         return TERSE_ERR_INVALID_ARG;
-    if (comm->req_head)
+    if (comm->ctx->req_head)
         return TERSE_ERR_BUSY;
-    reg_unlink_free(comm, reg);
+    reg_unlink_free(comm->ctx, reg);
     return TERSE_OK;
 }
 
@@ -121,21 +123,13 @@ terse_status_t terse_mem_release(terse_comm_t *comm, const void *buf, size_t len
 {
     if (!comm)
         return TERSE_ERR_INVALID_ARG;
-    if (comm->req_head)
+    if (comm->ctx->req_head)
         return TERSE_ERR_BUSY;
     const char *p = buf;
-    for (terse_memreg_t *r = comm->regs, *next; r; r = next) {
+    for (terse_memreg_t *r = comm->ctx->regs, *next; r; r = next) {
         next = r->next;
         if (r->automatic && p < r->base + r->len && r->base < p + len)
-            reg_unlink_free(comm, r);
+            reg_unlink_free(comm->ctx, r);
     }
-    return TERSE_OK;
-}
-
-terse_status_t terse_comm_stats(const terse_comm_t *comm, terse_comm_stats_t *stats)
-{
-    if (!comm || !stats)
-        return TERSE_ERR_INVALID_ARG;
-    *stats = comm->stats;
     return TERSE_OK;
 }

@@ -3,7 +3,7 @@
 #ifndef TERSE_MEMREG_H
 #define TERSE_MEMREG_H
 
-#include "comm.h"
+#include "context.h"
 
 struct terse_memreg {
     struct terse_memreg *next;
@@ -15,13 +15,13 @@ struct terse_memreg {
 };
 
 /* Registration covering [ptr, ptr+len), or NULL. Counts a hit or a miss. */
-terse_tp_mr_t *terse__memreg_find(terse_comm_t *comm, const void *ptr, size_t len);
+terse_tp_mr_t *terse__memreg_find(terse_ctx_t *ctx, const void *ptr, size_t len);
 
 /* With the cache on, make sure [buf, buf+len) is registered (large buffers
  * only); failures are not errors: the chunk then goes through a bounce slot. */
-void terse__memreg_auto(terse_comm_t *comm, const void *buf, size_t len);
+void terse__memreg_auto(terse_ctx_t *ctx, const void *buf, size_t len);
 
-/* Release every registration (communicator teardown). */
-void terse__memreg_clear(terse_comm_t *comm);
+/* Release every registration (context teardown). */
+void terse__memreg_clear(terse_ctx_t *ctx);
 
 #endif

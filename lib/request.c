@@ -10,7 +10,7 @@ terse_status_t terse_request_test(terse_request_t *req, int *done)
     if (!req || !done)
         return TERSE_ERR_INVALID_ARG;
     if (!req->done)
-        terse__comm_progress(req->comm, 0);
+        terse__exec_progress(req->comm->ctx, 0);
     *done = req->done;
     return req->done ? req->status : TERSE_IN_PROGRESS;
 }
@@ -25,10 +25,10 @@ terse_status_t terse_request_wait(terse_request_t *req)
     double spin_until = terse__now() + 1e-6 * req->comm->cfg.spin_us;
     while (!req->done) {
         if (terse__now() < spin_until) {
-            terse__comm_progress(req->comm, 0);
+            terse__exec_progress(req->comm->ctx, 0);
             sched_yield();
         } else {
-            terse__comm_progress(req->comm, 100);
+            terse__exec_progress(req->comm->ctx, 100);
         }
     }
     terse_status_t st = req->status;
@@ -74,7 +74,7 @@ terse_status_t terse__coll_check(const terse_comm_t *comm, terse_dtype_t dtype, 
 
 terse_status_t terse__coll_run(terse_request_t *req, terse_request_t **out)
 {
-    terse_status_t st = terse__sched_commit(req);
+    terse_status_t st = terse__exec_submit(req);
     if (st != TERSE_OK)
         return st;
     if (out) {

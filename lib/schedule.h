@@ -1,13 +1,10 @@
 /*
- * sched.h - collectives as schedules. An algorithm (lib/coll/) turns a call
- * into a list of chunk-sized operations with dependencies; one executor
- * (sched.c) runs every schedule over the channels, so each algorithm is a
+ * schedule.h - collectives as schedules. An algorithm (lib/coll/) turns a
+ * call into a list of chunk-sized operations with dependencies, over the
+ * ranks of its communicator; one executor (executor.c) runs every schedule
+ * of every communicator over the context's channels, so each algorithm is a
  * short, transport-free builder and non-blocking calls come for free.
- *
- * Ordering rules that make this deadlock-free and mismatch-detectable:
- *  - sends to a peer go out in schedule order, and requests in start order;
- *  - chunks from a peer are consumed in arrival order, matched by sequence
- *    number to a request and by position to that request's next receive.
+ * This file builds and frees schedules; it never runs them.
  */
 #ifndef TERSE_SCHEDULE_H
 #define TERSE_SCHEDULE_H
@@ -35,7 +32,8 @@ typedef enum {
     TERSE_COLL_ALLGATHERV,
     TERSE_COLL_BROADCAST,
     TERSE_COLL_BARRIER,
-    TERSE_COLL_COMPRESSED /* a step of a compressed collective (byte exchange) */
+    TERSE_COLL_COMPRESSED, /* a step of a compressed collective (byte exchange) */
+    TERSE_COLL_AGREE       /* a round of shrink's agreement on the survivors */
 } terse_coll_t;
 
 typedef struct terse_sched_op {
@@ -59,7 +57,8 @@ typedef void *(*terse_varlen_alloc_fn)(void *arg, int peer, uint64_t total);
 struct terse_request {
     terse_comm_t *comm;
     terse_request_t *next;
-    uint32_t seq;
+    uint32_t seq;    /* on the communicator */
+    uint32_t serial; /* in the context: names the request in transport cookies */
     uint64_t sig;
     terse_coll_t coll;
     terse_dtype_t dtype;
@@ -70,7 +69,7 @@ struct terse_request {
     terse_sched_op_t *ops;
     int nops, cap;
     int remaining;
-    /* Per-peer op lists (indices into ops), built by terse__sched_commit. */
+    /* Per-peer op lists (indices into ops), built by terse__sched_finish. */
     int *send_idx, *send_off, *send_cur;
     int *recv_idx, *recv_off, *recv_cur;
     int *recv_chunk; /* chunks consumed per peer (a VARLEN op takes several) */
@@ -78,6 +77,9 @@ struct terse_request {
     terse_varlen_alloc_fn varlen_alloc;
     void *varlen_arg;
     int *local_idx, nlocal, local_cur;
+    int *peers, npeers; /* communicator ranks this request talks to */
+
+    int cancelled;        /* failed: its queued writes are dropped */
 
     void *scratch;
     int done;
@@ -97,23 +99,11 @@ int terse__sched_add(terse_request_t *req, terse_opkind_t kind, terse_action_t a
  * chunk). Returns the last op's index or -1 when out of memory. */
 int terse__sched_send_msg(terse_request_t *req, int peer, const void *src, size_t bytes);
 
-/* Finish building, queue the request and make first progress. On failure the
- * request is released. */
-terse_status_t terse__sched_commit(terse_request_t *req);
+/* Finish building: the per-peer op lists and the peer list. Returns
+ * TERSE_ERR_NO_MEMORY (the request is then still the caller's to free). */
+terse_status_t terse__sched_finish(terse_request_t *req);
 void terse__sched_free(terse_request_t *req);
 
-/* One round of progress on every active request; blocks up to timeout_ms in
- * the transport when nothing can move. */
-void terse__comm_progress(terse_comm_t *comm, int timeout_ms);
-
-/* Receive-side placement (terse_tp_place_fn): a chunk that completes a COPY
- * receive goes straight to the user's buffer instead of a slot. */
-#define TERSE_PLACED_MAGIC 0x504c4344u
-void *terse__comm_place(void *arg, int peer, void *head, size_t head_len, size_t rest_len);
-
-/* Transport event handler (NOTIFY, SEND_DONE, PEER_ERROR). */
-void terse__comm_on_event(void *arg, const terse_tp_event_t *ev);
-
-/* Complete every pending request with seq >= from with the sticky error. */
-void terse__sched_fail_from(terse_comm_t *comm, uint32_t from);
+/* seq a comes at or after seq b (29-bit wrap-around on the wire is handled by callers). */
+static inline int terse__seq_ge(uint32_t a, uint32_t b) { return (int32_t)(a - b) >= 0; }
 #endif

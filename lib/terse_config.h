@@ -30,6 +30,8 @@ typedef struct terse_config {
     int ib_gid_index;        /* -1: automatic */
     int ib_timeout;          /* QP ack timeout exponent */
     int ib_retry;            /* QP retry count */
+    size_t stash_limit;      /* bytes parked off the receive slots */
+    char host_id[128];       /* node identity override */
     int rank;                /* TERSE_RANK, -1 if unset */
     int size;                /* TERSE_SIZE, 0 if unset */
 } terse_config_t;

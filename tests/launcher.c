@@ -31,19 +31,24 @@ int terse_launch_external(int *rank, int *size)
     return 0;
 }
 
-/* A port the kernel considers free right now (the root binds it moments later). */
-static int free_port(void)
+/* A port free right now, below the kernel's ephemeral range (it starts at
+ * 32768 here): outgoing connections and listeners on port 0 - a rank's
+ * transport, a busy test - never take it between this check and the root's
+ * bind moments later. */
+static int free_port(unsigned id)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) || getsockname(fd, (struct sockaddr *)&a, &len)) {
+    for (unsigned k = 0; k < 64; k++) {
+        int port = 10000 + (int)(((unsigned)getpid() * 7919u + id * 104729u + k * 131u) % 22000u);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                                .sin_port = htons((uint16_t)port)};
+        int ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
         if (fd >= 0)
             close(fd);
-        return 0;
+        if (ok)
+            return port;
     }
-    close(fd);
-    return ntohs(a.sin_port);
+    return 0;
 }
 
 static double now(void)
@@ -74,7 +79,7 @@ int terse_launch(int n, double timeout_sec, terse_rank_fn fn, void *arg, int *co
                 codes[r] = r == xr ? rc : 0;
         return rc != 0;
     }
-    int port = free_port();
+    int port = free_port(id);
     snprintf(ctx.root, sizeof(ctx.root), "127.0.0.1:%d", port);
     snprintf(ctx.secret, sizeof(ctx.secret), "case-%d-%u-%d", (int)getpid(), id, port);
     ctx.size = n;

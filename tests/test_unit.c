@@ -21,7 +21,7 @@ static void test_status_strings(void)
 #define CHECK_(name, value, msg) CU_ASSERT_STRING_EQUAL(terse_strerror(name), msg);
     TERSE_STATUS_LIST(CHECK_)
 #undef CHECK_
-    CU_ASSERT_STRING_EQUAL(terse_version(), "0.1.0");
+    CU_ASSERT_STRING_EQUAL(terse_version(), "0.2.0");
 }
 
 static void test_dtype_tables(void)

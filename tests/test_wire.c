@@ -36,11 +36,12 @@ static void send_all(int fd, const void *buf, size_t len)
 
 static void inject(terse_comm_t *comm, wire_case_t c)
 {
-    int fd = comm->tp->peers[0].fd;
+    terse_ctx_t *ctx = comm->ctx;
+    int fd = ctx->tp->peers[0].fd;
     tcp_rkey_t k;
-    memcpy(&k, comm->rkeys, sizeof(k)); /* rank 0's receive region */
-    uint32_t slot = (uint32_t)(comm->chans[0].sent % (uint64_t)comm->nslots);
-    uint64_t off = ((size_t)comm->rank * (size_t)comm->nslots + slot) * comm->slot_stride;
+    memcpy(&k, ctx->rkeys, sizeof(k)); /* rank 0's receive region */
+    uint32_t slot = (uint32_t)(ctx->chans[0].sent % (uint64_t)ctx->nslots);
+    uint64_t off = ((size_t)ctx->rank * (size_t)ctx->nslots + slot) * ctx->slot_stride;
     char payload[TERSE_HDR_SIZE + 16];
     memset(payload, 0, sizeof(payload));
     tcp_frame_t f = {TERSE_TCP_MAGIC, TERSE_IMM(TERSE_IMM_DATA, slot), off, sizeof(payload), k.key};

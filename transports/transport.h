@@ -5,8 +5,8 @@
  * it, and the only data operation is write-with-notify - gather local
  * segments into a contiguous range of the peer's registered memory, then
  * raise a completion on the peer carrying a 32-bit immediate. Collectives,
- * flow control and mismatch checks live above this line (lib/chan.c,
- * lib/sched.c); a transport never looks inside a payload.
+ * flow control and mismatch checks live above this line (lib/executor.c);
+ * a transport never looks inside a payload.
  *
  * All calls are non-blocking except open/connect (bounded by a deadline) and
  * progress (bounded by its timeout). Errors are converted to terse_status_t
@@ -80,6 +80,9 @@ typedef struct terse_tp_event {
 
 typedef void (*terse_tp_event_cb)(void *arg, const terse_tp_event_t *ev);
 
+/* cancel(): 1 when the queued write with this cookie must be dropped. */
+typedef int (*terse_tp_drop_fn)(void *arg, uint64_t cookie);
+
 typedef struct terse_tp_ops {
     const char *name;
     size_t default_chunk; /* TERSE_CHUNK_SIZE when unset: what measured best */
@@ -99,11 +102,15 @@ typedef struct terse_tp_ops {
     terse_status_t (*write_notify)(terse_tp_t *tp, int peer, const terse_tp_iov_t *iov, int niov,
                                    const void *rkey, uint64_t remote_off, uint32_t imm,
                                    uint64_t cookie);
-    /* Stop reading the memory of queued writes to peer whose cookie is >=
-     * cookie_from (notifications with cookie UINT64_MAX are kept). Writes not
-     * started are dropped; one already partly on the wire cannot be finished
-     * without its source, so the connection is closed. No SEND_DONE follows. */
-    void (*cancel)(terse_tp_t *tp, int peer, uint64_t cookie_from);
+    /* Stop reading the caller's memory for queued writes to peer for which
+     * drop(arg, cookie) says 1 (notifications with cookie UINT64_MAX are not
+     * asked about). The writes are still delivered, in order - the peer
+     * counts on every slot it was promised, and other communicators share
+     * the connection - but from a private copy (TCP) or from memory the
+     * layer above keeps registered (verbs: bounce slots, or registered user
+     * memory, which must stay registered until the call that used it has
+     * returned). No SEND_DONE follows for them. */
+    void (*cancel)(terse_tp_t *tp, int peer, terse_tp_drop_fn drop, void *arg);
     /* Name of the device in use, for NUMA placement (NULL: none, as on TCP). */
     const char *(*device)(terse_tp_t *tp);
     /* Deliver events through cb. Blocks up to timeout_ms (0: poll) when there

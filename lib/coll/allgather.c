@@ -42,8 +42,8 @@ static terse_status_t allgatherv_start(terse_comm_t *comm, terse_coll_t coll, co
         terse__sched_free(req);
         return TERSE_ERR_NO_MEMORY;
     }
-    terse__memreg_auto(comm, sendbuf, sendcount * esz);
-    terse__memreg_auto(comm, recvbuf, (size_t)total * esz);
+    terse__memreg_auto(comm->ctx, sendbuf, sendcount * esz);
+    terse__memreg_auto(comm->ctx, recvbuf, (size_t)total * esz);
     return terse__coll_run(req, out);
 }
 

@@ -177,8 +177,8 @@ terse_status_t terse_allreduce_start(terse_comm_t *comm, const void *sendbuf, vo
         terse__sched_free(req);
         return TERSE_ERR_NO_MEMORY;
     }
-    terse__memreg_auto(comm, sendbuf, bytes);
-    terse__memreg_auto(comm, recvbuf, bytes);
+    terse__memreg_auto(comm->ctx, sendbuf, bytes);
+    terse__memreg_auto(comm->ctx, recvbuf, bytes);
     return terse__coll_run(req, out);
 }
 

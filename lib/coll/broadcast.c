@@ -71,8 +71,8 @@ terse_status_t terse_broadcast_start(terse_comm_t *comm, const void *sendbuf, vo
         terse__sched_free(req);
         return TERSE_ERR_NO_MEMORY;
     }
-    terse__memreg_auto(comm, src, bytes);
-    terse__memreg_auto(comm, recvbuf, bytes);
+    terse__memreg_auto(comm->ctx, src, bytes);
+    terse__memreg_auto(comm->ctx, recvbuf, bytes);
     return terse__coll_run(req, out);
 }
 

@@ -3,7 +3,7 @@
 #define TERSE_COLL_H
 
 #include "../dtype.h"
-#include "../schedule.h"
+#include "../executor.h"
 
 /* Validate common arguments; returns the sticky error if one is latched. */
 terse_status_t terse__coll_check(const terse_comm_t *comm, terse_dtype_t dtype, int op, int need_op,

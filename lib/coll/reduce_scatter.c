@@ -48,8 +48,8 @@ terse_status_t terse_reduce_scatter_start(terse_comm_t *comm, const void *sendbu
         terse__sched_free(req);
         return TERSE_ERR_NO_MEMORY;
     }
-    terse__memreg_auto(comm, sendbuf, blk * (size_t)n);
-    terse__memreg_auto(comm, recvbuf, blk);
+    terse__memreg_auto(comm->ctx, sendbuf, blk * (size_t)n);
+    terse__memreg_auto(comm->ctx, recvbuf, blk);
     return terse__coll_run(req, out);
 }
 

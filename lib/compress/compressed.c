@@ -282,7 +282,7 @@ void terse_compressed_destroy(terse_compressed_t *c)
 terse_status_t terse__compressed_bad_code(terse_compressed_t *c, int peer, const char *what)
 {
     terse_comm_t *comm = c->comm;
-    terse__comm_fail(comm, TERSE_ERR_PROTOCOL, peer, comm->next_seq, 1,
+    terse__exec_fail(comm, TERSE_ERR_PROTOCOL, peer, comm->next_seq, 1,
                      "compressed allreduce step %llu: malformed %s code from rank %d",
                      (unsigned long long)c->steps, what, peer);
     return TERSE_ERR_PROTOCOL;

@@ -9,6 +9,7 @@
  * same bits and the same threshold.
  */
 #include "sparse.h"
+#include "../executor.h"
 #include "../log.h"
 #include "../net.h"
 
@@ -237,7 +238,7 @@ terse_status_t terse_sasg_step(terse_sasg_t *s, const float *theta, const float 
     for (int i = 0; i < s->n; i++) {
         const terse_sparse_part_t *pt = &s->sp->parts[i];
         if (pt->kind == TERSE_SPMSG_SKIP && s->step < (uint64_t)s->p.D) {
-            terse__comm_fail(s->comm, TERSE_ERR_MISMATCH, i, s->comm->next_seq, 1,
+            terse__exec_fail(s->comm, TERSE_ERR_MISMATCH, i, s->comm->next_seq, 1,
                              "sasg: rank %d skipped during the warm-up (step %llu < D = %d): ranks "
                              "disagree on the SASG state", i, (unsigned long long)s->step, s->p.D);
             return TERSE_ERR_MISMATCH;

@@ -392,7 +392,7 @@ terse_status_t terse__sparse_exchange(terse_sparse_t *s, uint64_t purpose, int k
             return st;
         for (int i = 0; i < n; i++)
             if (i != r && terse__sparse_decode(s, i, s->rbuf[i], s->rlen[i])) {
-                terse__comm_fail(comm, TERSE_ERR_PROTOCOL, i, comm->next_seq, 1,
+                terse__exec_fail(comm, TERSE_ERR_PROTOCOL, i, comm->next_seq, 1,
                                  "sparse collective: malformed message from rank %d", i);
                 return TERSE_ERR_PROTOCOL;
             }

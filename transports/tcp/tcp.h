@@ -39,6 +39,7 @@ typedef struct tcp_send {
     struct iovec iov[1 + TERSE_TCP_MAX_IOV];
     int niov, cur;
     int started; /* some bytes are on the wire */
+    char *owned; /* detached by cancel: the payload's private copy */
     uint64_t cookie;
 } tcp_send_t;
 
@@ -89,6 +90,6 @@ terse_status_t terse__tcp_write_notify(terse_tp_t *tp, int peer, const terse_tp_
                                        uint32_t imm, uint64_t cookie);
 /* Push queued writes of one peer; returns -1 on a broken connection. */
 int terse__tcp_flush(terse_tp_t *tp, int peer, terse_tp_event_cb cb, void *arg);
-void terse__tcp_cancel(terse_tp_t *tp, int peer, uint64_t cookie_from);
+void terse__tcp_cancel(terse_tp_t *tp, int peer, terse_tp_drop_fn drop, void *arg);
 
 #endif

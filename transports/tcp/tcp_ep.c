@@ -54,6 +54,8 @@ int terse__tcp_flush(terse_tp_t *tp, int peer, terse_tp_event_cb cb, void *arg)
         if (!p->sq_head)
             p->sq_tail = NULL;
         terse_tp_event_t ev = {.type = TERSE_TP_EV_SEND_DONE, .peer = peer, .cookie = s->cookie};
+        free(s->owned);
+        s->owned = NULL;
         s->next = tp->free_sends;
         tp->free_sends = s;
         emit(tp, &ev, cb, arg);
@@ -97,6 +99,7 @@ terse_status_t terse__tcp_write_notify(terse_tp_t *tp, int peer, const terse_tp_
     s->iov[0].iov_len = sizeof(s->frame);
     s->cur = 0;
     s->started = 0;
+    s->owned = NULL;
     s->cookie = cookie;
     s->next = NULL;
     int was_idle = !p->sq_head;
@@ -111,29 +114,39 @@ terse_status_t terse__tcp_write_notify(terse_tp_t *tp, int peer, const terse_tp_
     return TERSE_OK;
 }
 
-void terse__tcp_cancel(terse_tp_t *tp, int peer, uint64_t cookie_from)
+void terse__tcp_cancel(terse_tp_t *tp, int peer, terse_tp_drop_fn drop, void *arg)
 {
+    /* The stream must keep every write the peer was promised (other
+     * communicators share it, and the peer drops data of failed calls): the
+     * bytes still to go are copied aside instead, and the caller's memory is
+     * never read again. */
     tcp_peer_t *p = &tp->peers[peer];
-    tcp_send_t **pp = &p->sq_head, *last = NULL;
-    int broken = 0;
-    while (*pp) {
-        tcp_send_t *s = *pp;
-        if (s->cookie != UINT64_MAX && s->cookie >= cookie_from) {
-            broken |= s->started;
-            *pp = s->next;
-            s->next = tp->free_sends;
-            tp->free_sends = s;
+    for (tcp_send_t *s = p->sq_head; s; s = s->next) {
+        if (s->cookie == UINT64_MAX || s->owned || !drop(arg, s->cookie))
             continue;
+        int first = s->cur > 1 ? s->cur : 1; /* the frame header is the send's own */
+        size_t len = 0;
+        for (int i = first; i < s->niov; i++)
+            len += s->iov[i].iov_len;
+        char *copy = len ? malloc(len) : NULL;
+        if (len && !copy) {
+            /* cannot keep the promise: end the stream rather than read freed memory */
+            if (p->fd >= 0 && !p->failed)
+                shutdown(p->fd, SHUT_RDWR);
+            fail_peer(tp, peer, TERSE_ERR_NO_MEMORY, "out of memory detaching a cancelled write", NULL, NULL);
+            return;
         }
-        last = s;
-        pp = &s->next;
-    }
-    p->sq_tail = last;
-    if (broken && p->fd >= 0 && !p->failed) {
-        /* The stream now lacks bytes the peer expects: end it. */
-        shutdown(p->fd, SHUT_RDWR);
-        fail_peer(tp, peer, TERSE_ERR_PEER_FAILED, "connection closed: a cancelled write was in flight",
-                  NULL, NULL);
+        size_t off = 0;
+        for (int i = first; i < s->niov; i++) {
+            memcpy(copy + off, s->iov[i].iov_base, s->iov[i].iov_len);
+            off += s->iov[i].iov_len;
+        }
+        s->owned = copy;
+        if (len) {
+            s->iov[first] = (struct iovec){copy, len};
+            s->niov = first + 1;
+        }
+        s->cookie = UINT64_MAX; /* its request is gone: no completion */
     }
 }
 

@@ -226,6 +226,7 @@ static void tcp_close(terse_tp_t *tp, double deadline)
         while (p->sq_head) {
             tcp_send_t *s = p->sq_head;
             p->sq_head = s->next;
+            free(s->owned);
             free(s);
         }
     }

@@ -84,7 +84,7 @@ terse_status_t terse__verbs_write_notify(terse_tp_t *tp, int peer, const terse_t
                                          int niov, const void *rkey, uint64_t remote_off,
                                          uint32_t imm, uint64_t cookie);
 int terse__verbs_progress(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, void *arg);
-void terse__verbs_cancel(terse_tp_t *tp, int peer, uint64_t cookie_from);
+void terse__verbs_cancel(terse_tp_t *tp, int peer, terse_tp_drop_fn drop, void *arg);
 int terse__verbs_post_recvs(verbs_peer_t *p, int n, int peer);
 /* Find the RDMA device (TERSE_IB_DEVICE or the first active port) and the
  * IPv4 address RDMA CM should use on it. */
