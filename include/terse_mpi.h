@@ -13,11 +13,12 @@ extern "C" {
 #endif
 
 /**
- * Collective over mpi_comm: rank 0 chooses a rendezvous address and a random
- * job secret and broadcasts them with MPI_Bcast; every rank then joins with
- * its MPI rank and size. TERSE_ROOT_ADDR, if set, overrides the address
- * (needed when rank 0's host name does not resolve to a reachable address).
- * *comm must be released with terse_comm_destroy().
+ * Collective over mpi_comm: terse's start-up exchange (addresses, receive
+ * keys, hosts, a random job secret) runs as MPI_Allgather calls through the
+ * out-of-band hook of terse_comm_params_t - no rendezvous port, no root.
+ * Ranks and size are mpi_comm's. The TCP transport listens on the address
+ * this host's name resolves to, or TERSE_BIND_ADDR. *comm must be released
+ * with terse_comm_destroy(); split it like any terse communicator.
  */
 TERSE_API terse_status_t terse_comm_create_from_mpi(MPI_Comm mpi_comm, terse_comm_t **comm);
 

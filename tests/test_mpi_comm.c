@@ -1,7 +1,8 @@
 /*
  * test_mpi_comm.c - terse_comm_create_from_mpi under mpirun: the terse
- * communicator matches MPI's ranks, and terse's allreduce, allgather and
- * broadcast agree with MPI's on the same data. Exit status 0 on success.
+ * communicator (bootstrapped through MPI_Allgather) matches MPI's ranks, and
+ * terse's allreduce, allgather and broadcast - on it and on a split of it -
+ * agree with MPI's on the same data. Exit status 0 on success.
  */
 #include "terse_mpi.h"
 
@@ -46,6 +47,21 @@ int main(int argc, char **argv)
         long v = rank == size - 1 ? 4242 : 0;
         CHECK(terse_broadcast(comm, &v, &v, 1, TERSE_INT64, size - 1) == TERSE_OK, "broadcast");
         CHECK(v == 4242, "broadcast got %ld", v);
+        /* a split on the shared context against MPI_Comm_split */
+        terse_comm_t *half = NULL;
+        MPI_Comm mhalf;
+        CHECK(terse_comm_split(comm, rank % 2, -rank, &half) == TERSE_OK && half, "terse_comm_split");
+        MPI_Comm_split(MPI_COMM_WORLD, rank % 2, -rank, &mhalf);
+        int hr;
+        MPI_Comm_rank(mhalf, &hr);
+        CHECK(half && terse_comm_rank(half) == hr, "split rank %d, MPI's %d", terse_comm_rank(half), hr);
+        if (half) {
+            CHECK(terse_allreduce(half, x, a, N, TERSE_FLOAT64, TERSE_SUM) == TERSE_OK, "allreduce on the split");
+            MPI_Allreduce(x, b, N, MPI_DOUBLE, MPI_SUM, mhalf);
+            CHECK(memcmp(a, b, N * sizeof(double)) == 0, "terse and MPI allreduce differ on the split");
+            terse_comm_destroy(half);
+        }
+        MPI_Comm_free(&mhalf);
         free(x), free(a), free(b), free(all);
         CHECK(terse_comm_destroy(comm) == TERSE_OK, "destroy");
     }
