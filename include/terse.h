@@ -348,7 +348,7 @@ TERSE_API terse_status_t terse_mem_deregister(terse_comm_t *comm, terse_memreg_t
 /** Drop cached automatic registrations overlapping [buf, buf+len) (TERSE_REG_CACHE=1). */
 TERSE_API terse_status_t terse_mem_release(terse_comm_t *comm, const void *buf, size_t len);
 
-/** Cumulative counters of a communicator. */
+/** Counters of a communicator (cumulative) and of its context (now). */
 typedef struct terse_comm_stats {
     uint64_t calls;            /* collectives started */
     uint64_t bytes_sent;       /* payload bytes written to peers */
@@ -357,6 +357,10 @@ typedef struct terse_comm_stats {
     uint64_t reg_created;      /* memory registrations made (explicit + cache misses) */
     uint64_t reg_hits;         /* chunks sent from registered memory (zero-copy) */
     uint64_t reg_misses;       /* chunks sent from unregistered memory (bounce copy on verbs) */
+    /* of the context (shared with every communicator over it): */
+    uint64_t connections;      /* open now (TCP opens them on first use; one per direction) */
+    uint64_t pinned_bytes;     /* memory registered with the RDMA device (0 on TCP) */
+    uint64_t parked_bytes;     /* received chunks parked off their slots now (TERSE_STASH_LIMIT) */
 } terse_comm_stats_t;
 
 TERSE_API terse_status_t terse_comm_stats(const terse_comm_t *comm, terse_comm_stats_t *stats);

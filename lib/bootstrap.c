@@ -151,6 +151,16 @@ terse_status_t terse__boot_open(terse_boot_t *boot, int rank, int size, const ch
     return TERSE_OK;
 }
 
+/* Strays (scanners, other jobs) are counted: the first is a WARN, the rest
+ * INFO, and the root sums them up once the rendezvous is over. */
+#define STRAY(boot, ...)                           \
+    do {                                           \
+        if ((boot)->strays++ == 0)                 \
+            TERSE_WARN(BOOT, __VA_ARGS__);         \
+        else                                       \
+            TERSE_INFO(BOOT, __VA_ARGS__);         \
+    } while (0)
+
 /* Root side: read one hello and its blob, check them, answer. Returns the
  * rank, or -1 if rejected. A real rank sends both at once, so a connection
  * silent for 2 s is a stray. */
@@ -160,7 +170,7 @@ static int root_check(terse_boot_t *boot, int fd, size_t len, char *all, int *fd
     boot_reply_t rep = {BOOT_MAGIC, TERSE_OK};
     double hd = terse__now() + 2.0 < deadline ? terse__now() + 2.0 : deadline;
     if (terse__net_recv_all(fd, &h, sizeof(h), hd) != TERSE_OK || h.magic != BOOT_MAGIC) {
-        TERSE_WARN(BOOT, "rejected a connection to the root that is not a terse rank");
+        STRAY(boot, "rejected a connection to the root that is not a terse rank");
         return -1;
     }
     if (h.version != BOOT_VERSION) {
@@ -169,7 +179,7 @@ static int root_check(terse_boot_t *boot, int fd, size_t len, char *all, int *fd
                    (int)h.rank, h.version, BOOT_VERSION);
     } else if (h.secret_hash != boot->secret_hash) {
         rep.status = TERSE_ERR_AUTH;
-        TERSE_WARN(BOOT, "rejected rank %d: wrong job secret (another job, or TERSE_SECRET differs)",
+        STRAY(boot, "rejected rank %d: wrong job secret (another job, or TERSE_SECRET differs)",
                    (int)h.rank);
     } else if (h.size != boot->size) {
         rep.status = TERSE_ERR_MISMATCH;
@@ -177,7 +187,7 @@ static int root_check(terse_boot_t *boot, int fd, size_t len, char *all, int *fd
                    (int)h.rank, (int)h.size, boot->size);
     } else if (h.rank <= 0 || h.rank >= boot->size || fds[h.rank] >= 0) {
         rep.status = TERSE_ERR_AUTH;
-        TERSE_WARN(BOOT, "rejected a connection claiming rank %d: out of range or already joined",
+        STRAY(boot, "rejected a connection claiming rank %d: out of range or already joined",
                    (int)h.rank);
     } else if (h.bloblen != len) {
         rep.status = TERSE_ERR_PROTOCOL;
@@ -264,6 +274,9 @@ terse_status_t terse__boot_allgather(terse_boot_t *boot, const void *mine, size_
         }
     }
 out:
+    if (boot->strays > 1)
+        TERSE_WARN(BOOT, "root: %llu stray connections rejected during the rendezvous (TERSE_DEBUG=INFO lists them)",
+                   (unsigned long long)boot->strays);
     for (int r = 1; r < n; r++)
         if (fds[r] >= 0) {
             /* Tell the ranks that did join why the job cannot start. */

@@ -22,6 +22,7 @@ typedef struct terse_boot {
     int fd;  /* non-root: connection to the root */
     int lfd; /* root: listener */
     char local_ip[64]; /* address this process uses to reach the root */
+    uint64_t strays;   /* root: connections rejected */
     char root_addr[256];
 } terse_boot_t;
 

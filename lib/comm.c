@@ -345,6 +345,11 @@ terse_status_t terse_comm_stats(const terse_comm_t *comm, terse_comm_stats_t *st
     stats->reg_created = comm->ctx->reg_created;
     stats->reg_hits = comm->ctx->reg_hits;
     stats->reg_misses = comm->ctx->reg_misses;
+    terse_tp_stats_t t = {0, 0};
+    comm->ctx->tp_ops->stats(comm->ctx->tp, &t);
+    stats->connections = (uint64_t)t.connections;
+    stats->pinned_bytes = t.pinned_bytes;
+    stats->parked_bytes = comm->ctx->stash_bytes;
     return TERSE_OK;
 }
 

@@ -26,6 +26,7 @@ typedef struct terse_chan {
     uint32_t credits_owed;       /* freed slots not yet reported */
     int owed_listed;             /* in ctx->owed[] */
     int ready_listed;            /* in ctx->ready[] */
+    double last_arrival;         /* when the last chunk landed */
     int bye;                     /* peer is shutting down cleanly */
     int lost;                    /* connection gone */
     int fenced;                  /* excluded by a shrink: nothing from it is read */

@@ -591,6 +591,17 @@ static void check_timeout(terse_ctx_t *ctx)
         double idle = now - comm->last_progress;
         if (idle < comm->cfg.timeout_sec)
             continue;
+        /* data that just arrived and waits to be consumed is no silence (a
+         * rank that was stopped and resumes finds its peers' data there) */
+        int waiting = 0;
+        for (int i = 0; i < req->npeers && !waiting; i++) {
+            const terse_chan_t *ch = &ctx->chans[comm->world[req->peers[i]]];
+            waiting = ch->consumed < ch->arrived && now - ch->last_arrival < comm->cfg.timeout_sec;
+        }
+        if (waiting) {
+            comm->last_progress = now;
+            continue;
+        }
         /* Name the first peer the request is waiting for. */
         for (int i = 0; i < req->npeers; i++) {
             int q = req->peers[i];
@@ -834,6 +845,7 @@ void terse__exec_on_event(void *arg, const terse_tp_event_t *ev)
             return;
         }
         ch->arrived++;
+        ch->last_arrival = ctx->last_activity;
         if (!ch->ready_listed) {
             ch->ready_listed = 1;
             ctx->ready[ctx->nready++] = ev->peer;

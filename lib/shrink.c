@@ -84,14 +84,17 @@ static terse_status_t agree(terse_comm_t *comm, terse_comm_t *ag, uint64_t *s, i
         memset(theirs, 0, bytes * (size_t)n);
         terse_status_t rt = round_trip(ag, s, theirs, bytes, round);
         if (rt != TERSE_OK) {
-            /* someone failed during the agreement: suspect it, go again */
+            /* someone failed during the round (here, or where the abort came
+             * from): suspect it, go again - also when it was suspected here
+             * already, since others only learn it now */
             int w = ag->suspect >= 0 ? ag->suspect : ag->error_culprit;
             int culprit = w >= 0 ? ag->rank_of[w] : -1;
-            if (culprit < 0 || culprit == comm->rank || BIT(s, culprit)) {
+            if (culprit == comm->rank || rt == TERSE_ERR_NO_MEMORY || rt == TERSE_ERR_INVALID_ARG) {
                 st = rt;
                 break;
             }
-            SET(s, culprit);
+            if (culprit >= 0)
+                SET(s, culprit);
             ag->error = TERSE_OK; /* internal: the next round is a new call */
             ag->suspect = ag->error_culprit = -1;
             continue;

@@ -17,10 +17,13 @@ static unsigned launch_counter;
 
 int terse_launch_external(int *rank, int *size)
 {
-    static const char *pairs[][2] = {{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
+    /* the library's own order: TERSE_*, mpirun, PMI, Slurm, torchrun */
+    static const char *pairs[][2] = {{"TERSE_RANK", "TERSE_SIZE"},
+                                     {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
                                      {"PMI_RANK", "PMI_SIZE"},
-                                     {"SLURM_PROCID", "SLURM_NTASKS"}};
-    for (size_t i = 0; i < 3; i++) {
+                                     {"SLURM_PROCID", "SLURM_NTASKS"},
+                                     {"RANK", "WORLD_SIZE"}};
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
         const char *r = getenv(pairs[i][0]), *s = getenv(pairs[i][1]);
         if (r && s) {
             *rank = atoi(r);

@@ -18,7 +18,9 @@ typedef int (*terse_rank_fn)(const terse_launch_ctx_t *ctx, void *arg);
 #define TERSE_LAUNCH_TIMEOUT 124 /* killed at the wall-clock limit */
 #define TERSE_LAUNCH_SIGNAL 128  /* + signal number */
 
-/* 1 when this process was started by an external launcher (mpirun, srun). */
+/* 1 when this process was started by an external launcher: TERSE_RANK and
+ * TERSE_SIZE, mpirun, PMI, srun or torchrun (RANK / WORLD_SIZE) - the same
+ * variables the library reads. */
 int terse_launch_external(int *rank, int *size);
 
 /*

@@ -37,7 +37,7 @@ static void send_all(int fd, const void *buf, size_t len)
 static void inject(terse_comm_t *comm, wire_case_t c)
 {
     terse_ctx_t *ctx = comm->ctx;
-    int fd = ctx->tp->peers[0].fd;
+    int fd = ctx->tp->peers[0].out_fd; /* opened by the good call */
     tcp_rkey_t k;
     memcpy(&k, ctx->rkeys, sizeof(k)); /* rank 0's receive region */
     uint32_t slot = (uint32_t)(ctx->chans[0].sent % (uint64_t)ctx->nslots);

@@ -83,6 +83,11 @@ typedef void (*terse_tp_event_cb)(void *arg, const terse_tp_event_t *ev);
 /* cancel(): 1 when the queued write with this cookie must be dropped. */
 typedef int (*terse_tp_drop_fn)(void *arg, uint64_t cookie);
 
+typedef struct terse_tp_stats {
+    int connections;         /* open now (a TCP pair that talks both ways counts 2) */
+    uint64_t pinned_bytes;   /* memory registered with the device (0 on TCP) */
+} terse_tp_stats_t;
+
 typedef struct terse_tp_ops {
     const char *name;
     size_t default_chunk; /* TERSE_CHUNK_SIZE when unset: what measured best */
@@ -90,8 +95,12 @@ typedef struct terse_tp_ops {
     terse_status_t (*open)(const terse_tp_params_t *params, terse_tp_t **tp);
     /* Blob that a peer passes to connect() to reach us. */
     terse_status_t (*address)(terse_tp_t *tp, void *blob, size_t *len);
-    /* Connect to every other rank (blobs[r] from address() of rank r). */
+    /* Learn every rank's address (blobs[r] from address() of rank r) and
+     * connect, to every peer at once (verbs) or to each on the first write
+     * to it (tcp: a ring or a tree then opens what it uses). */
     terse_status_t (*connect)(terse_tp_t *tp, const void *const *blobs, double deadline);
+    /* What the endpoint holds now (statistics). */
+    void (*stats)(terse_tp_t *tp, terse_tp_stats_t *stats);
     terse_status_t (*mem_reg)(terse_tp_t *tp, void *buf, size_t len, terse_tp_mr_t **mr);
     void (*mem_dereg)(terse_tp_t *tp, terse_tp_mr_t *mr);
     /* Pack the key a peer needs to write into mr (TERSE_TP_RKEY_MAX bytes). */

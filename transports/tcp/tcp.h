@@ -11,6 +11,7 @@
 #define TERSE_TCP_HELLO 0x54435048u /* connection handshake magic */
 #define TERSE_TCP_VERSION 1
 #define TERSE_TCP_MAX_IOV 4
+#define TERSE_TCP_GONE_GRACE 0.5 /* seconds a peer's last writes may still be accepted after its end */
 
 /* Emulated RDMA write: this header, then len payload bytes destined for
  * registered region `key` at offset `off`. */
@@ -43,9 +44,16 @@ typedef struct tcp_send {
     uint64_t cookie;
 } tcp_send_t;
 
+/* Connections are made on first use and carry one direction each: a rank
+ * writes to a peer over the connection it opened (out_fd) and reads what
+ * the peer writes over the one the peer opened (in_fd). Two ranks that both
+ * start talking at once then never race to agree on one socket. */
 typedef struct tcp_peer {
-    int fd;     /* -1 for self or after failure */
+    int out_fd; /* ours to the peer; -1 until the first write */
+    int in_fd;  /* the peer's to us; -1 until it connects */
     int failed; /* failure already reported */
+    int out_dead; /* our connection ended (the peer left); its own may still hold data */
+    double out_dead_at;
     tcp_send_t *sq_head, *sq_tail;
     /* receive state machine: frame header, then payload straight into the region */
     tcp_frame_t rframe;
@@ -71,13 +79,29 @@ typedef struct tcp_addr {
     struct sockaddr_in sin;
 } tcp_addr_t;
 
+/* An accepted connection whose hello has not fully arrived. */
+typedef struct tcp_pending {
+    int fd;
+    size_t got;
+    tcp_hello_t hello;
+    double deadline;
+} tcp_pending_t;
+
 struct terse_tp {
     terse_tp_params_t params;
     int lfd;
     struct sockaddr_in addr;
+    struct sockaddr_in *addrs; /* every rank's listener (from connect()) */
     tcp_peer_t *peers;
-    struct pollfd *pfds;
-    int *pfd_peer;
+    struct pollfd *pfds;  /* listener, pending hellos, 2 per peer */
+    int *pfd_peer;        /* peer of pfds[i], or -1 listener, -2 - k pending hello k */
+    size_t npfds_cap;
+    tcp_pending_t *pending_in;
+    int npending, pending_cap;
+    int nconnected;       /* connections open, both directions */
+    int in_grace;         /* a peer's end awaits its grace period */
+    uint64_t strays;      /* connections rejected (logged at a bounded rate) */
+    double stray_logged;
     terse_tp_mr_t **mrs; /* by key; NULL slots are free */
     uint32_t nmrs;
     tcp_send_t *free_sends;
@@ -85,11 +109,19 @@ struct terse_tp {
 };
 
 int terse__tcp_progress(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, void *arg);
+/* Open our connection to peer (first write to it): connect, send the hello. */
+terse_status_t terse__tcp_connect_peer(terse_tp_t *tp, int peer);
+/* Accept what waits on the listener; read and check pending hellos. */
+void terse__tcp_accept_ready(terse_tp_t *tp);
+void terse__tcp_hello_ready(terse_tp_t *tp, int k);
 terse_status_t terse__tcp_write_notify(terse_tp_t *tp, int peer, const terse_tp_iov_t *iov,
                                        int niov, const void *rkey, uint64_t remote_off,
                                        uint32_t imm, uint64_t cookie);
 /* Push queued writes of one peer; returns -1 on a broken connection. */
 int terse__tcp_flush(terse_tp_t *tp, int peer, terse_tp_event_cb cb, void *arg);
 void terse__tcp_cancel(terse_tp_t *tp, int peer, terse_tp_drop_fn drop, void *arg);
+/* Our connection to peer ended: writes fail from now on; the peer is
+ * reported gone by its own connection's end, or after the grace period. */
+void terse__tcp_out_dead(terse_tp_t *tp, int peer);
 
 #endif

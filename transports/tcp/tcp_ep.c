@@ -1,11 +1,13 @@
 /*
  * tcp_ep.c - TCP data path: emulated write-with-notify over one non-blocking
- * stream per peer. The sender writes [frame | payload] with writev straight
- * from the caller's memory; the receiver reads the frame, checks it against
- * its registered regions, and reads the payload straight into place.
+ * stream per direction and peer (opened on the first write). The sender
+ * writes [frame | payload] with writev straight from the caller's memory; the
+ * receiver reads the frame, checks it against its registered regions, and
+ * reads the payload straight into place.
  */
 #include "tcp.h"
 #include "../../lib/log.h"
+#include "../../lib/net.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -32,13 +34,15 @@ int terse__tcp_flush(terse_tp_t *tp, int peer, terse_tp_event_cb cb, void *arg)
     while (p->sq_head) {
         tcp_send_t *s = p->sq_head;
         struct msghdr mh = {.msg_iov = s->iov + s->cur, .msg_iovlen = (size_t)(s->niov - s->cur)};
-        ssize_t n = sendmsg(p->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n = sendmsg(p->out_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
                 return 0;
             char why[128];
             snprintf(why, sizeof(why), "send to rank %d failed: %s", peer, strerror(errno));
-            fail_peer(tp, peer, TERSE_ERR_PEER_FAILED, why, cb, arg);
+            TERSE_INFO(NET, "%s", why);
+            terse__tcp_out_dead(tp, peer); /* reported where its last writes wait, or after a grace period */
+            tp->in_grace = 1;
             return -1;
         }
         s->started = 1;
@@ -70,8 +74,14 @@ terse_status_t terse__tcp_write_notify(terse_tp_t *tp, int peer, const terse_tp_
     tcp_peer_t *p = &tp->peers[peer];
     if (peer == tp->params.rank || niov > TERSE_TCP_MAX_IOV || niov < 0)
         return TERSE_ERR_INVALID_ARG;
-    if (p->failed || p->fd < 0)
+    if (p->failed || p->out_dead)
         return TERSE_ERR_PEER_FAILED;
+    if (p->out_fd < 0 && terse__tcp_connect_peer(tp, peer) != TERSE_OK) {
+        /* gone; its last writes may still wait for us: reported after a grace period */
+        terse__tcp_out_dead(tp, peer);
+        tp->in_grace = 1;
+        return TERSE_ERR_PEER_FAILED;
+    }
     tcp_send_t *s = tp->free_sends;
     if (s)
         tp->free_sends = s->next;
@@ -131,8 +141,8 @@ void terse__tcp_cancel(terse_tp_t *tp, int peer, terse_tp_drop_fn drop, void *ar
         char *copy = len ? malloc(len) : NULL;
         if (len && !copy) {
             /* cannot keep the promise: end the stream rather than read freed memory */
-            if (p->fd >= 0 && !p->failed)
-                shutdown(p->fd, SHUT_RDWR);
+            if (p->out_fd >= 0 && !p->failed)
+                shutdown(p->out_fd, SHUT_RDWR);
             fail_peer(tp, peer, TERSE_ERR_NO_MEMORY, "out of memory detaching a cancelled write", NULL, NULL);
             return;
         }
@@ -179,9 +189,9 @@ static int read_peer(terse_tp_t *tp, int peer, terse_tp_event_cb cb, void *arg)
     for (int budget = 64; budget > 0 && !p->failed; budget--) {
         ssize_t n;
         if (p->rgot < sizeof(p->rframe)) {
-            n = recv(p->fd, (char *)&p->rframe + p->rgot, sizeof(p->rframe) - p->rgot, MSG_DONTWAIT);
+            n = recv(p->in_fd, (char *)&p->rframe + p->rgot, sizeof(p->rframe) - p->rgot, MSG_DONTWAIT);
         } else {
-            n = recv(p->fd, p->rdst, p->rleft, MSG_DONTWAIT);
+            n = recv(p->in_fd, p->rdst, p->rleft, MSG_DONTWAIT);
         }
         if (n == 0) {
             snprintf(why, sizeof(why), "connection to rank %d closed by the peer (process exited?)", peer);
@@ -240,36 +250,134 @@ static int read_peer(terse_tp_t *tp, int peer, terse_tp_event_cb cb, void *arg)
     return events;
 }
 
+/* Our own connection to peer became readable: the peer never writes on it,
+ * so this is its end (exit or reset). When the peer's connection to us is
+ * open, its last writes may still wait there, ahead of its end: that one
+ * reports the failure once drained. Writes to the peer fail from now on. */
+static int out_closed(terse_tp_t *tp, int peer, terse_tp_event_cb cb, void *arg)
+{
+    tcp_peer_t *p = &tp->peers[peer];
+    char junk[64], why[128];
+    ssize_t n = recv(p->out_fd, junk, sizeof(junk), MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return 0;
+    (void)why, (void)cb, (void)arg;
+    terse__tcp_out_dead(tp, peer);
+    return 0;
+}
+
+void terse__tcp_out_dead(terse_tp_t *tp, int peer)
+{
+    tcp_peer_t *p = &tp->peers[peer];
+    if (!p->out_dead) {
+        p->out_dead = 1;
+        p->out_dead_at = terse__now();
+    }
+}
+
+/* A peer whose end we saw on our side but who never connected to us (or
+ * whose connection still waits in the accept queue, with its last writes):
+ * reported once the grace period is over. */
+static int grace_over(terse_tp_t *tp, terse_tp_event_cb cb, void *arg)
+{
+    int events = 0, waiting = 0;
+    double now = terse__now();
+    for (int r = 0; r < tp->params.size; r++) {
+        tcp_peer_t *p = &tp->peers[r];
+        if (!p->out_dead || p->failed || p->in_fd >= 0)
+            continue;
+        if (now - p->out_dead_at < TERSE_TCP_GONE_GRACE) {
+            waiting = 1;
+            continue;
+        }
+        char why[128];
+        snprintf(why, sizeof(why), "connection to rank %d closed by the peer (process exited?)", r);
+        fail_peer(tp, r, TERSE_ERR_PEER_FAILED, why, cb, arg);
+        events++;
+    }
+    tp->in_grace = waiting;
+    return events;
+}
+
+static int grow_pfds(terse_tp_t *tp, size_t need)
+{
+    if (need <= tp->npfds_cap)
+        return 0;
+    size_t cap = need + 16;
+    struct pollfd *f = realloc(tp->pfds, cap * sizeof(*f));
+    if (f)
+        tp->pfds = f;
+    int *q = realloc(tp->pfd_peer, cap * sizeof(*q));
+    if (q)
+        tp->pfd_peer = q;
+    if (!f || !q)
+        return -1;
+    tp->npfds_cap = cap;
+    return 0;
+}
+
 int terse__tcp_progress(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, void *arg)
 {
     int events = 0;
     /* Deliver what finished outside progress first. */
     events += terse__tp_evq_deliver(&tp->pending, cb, arg);
 
+    if (grow_pfds(tp, 1 + (size_t)tp->npending + 2 * (size_t)tp->nconnected) != 0)
+        return TERSE_ERR_NO_MEMORY;
     int nfds = 0;
-    for (int r = 0; r < tp->params.size; r++) {
-        tcp_peer_t *p = &tp->peers[r];
-        if (p->fd < 0 || p->failed)
-            continue;
-        tp->pfds[nfds] = (struct pollfd){.fd = p->fd, .events = POLLIN | (p->sq_head ? POLLOUT : 0)};
-        tp->pfd_peer[nfds++] = r;
+    tp->pfds[nfds] = (struct pollfd){.fd = tp->lfd, .events = POLLIN};
+    tp->pfd_peer[nfds++] = -1;
+    for (int k = 0; k < tp->npending; k++) {
+        tp->pfds[nfds] = (struct pollfd){.fd = tp->pending_in[k].fd, .events = POLLIN};
+        tp->pfd_peer[nfds++] = -2 - k;
     }
-    if (nfds == 0)
+    for (int r = 0; r < tp->params.size && nfds < (int)tp->npfds_cap; r++) {
+        tcp_peer_t *p = &tp->peers[r];
+        if (p->failed)
+            continue;
+        if (p->in_fd >= 0) {
+            tp->pfds[nfds] = (struct pollfd){.fd = p->in_fd, .events = POLLIN};
+            tp->pfd_peer[nfds++] = r;
+        }
+        if (p->out_fd >= 0 && !p->out_dead) {
+            tp->pfds[nfds] = (struct pollfd){.fd = p->out_fd, .events = POLLIN | (p->sq_head ? POLLOUT : 0)};
+            tp->pfd_peer[nfds++] = r;
+        }
+    }
+    /* Block only when nothing was delivered: the caller has work otherwise;
+     * a pending hello is checked for its deadline at least every 100 ms. */
+    events += tp->in_grace ? grace_over(tp, cb, arg) : 0;
+    int wait = events ? 0 : (tp->npending || tp->in_grace) && (timeout_ms < 0 || timeout_ms > 100) ? 100 : timeout_ms;
+    int rc = poll(tp->pfds, (nfds_t)nfds, wait);
+    if (rc < 0)
         return events;
-    /* Block only when nothing was delivered: the caller has work otherwise. */
-    int rc = poll(tp->pfds, (nfds_t)nfds, events ? 0 : timeout_ms);
-    if (rc <= 0)
-        return events;
+    int hellos = 0;
     for (int i = 0; i < nfds; i++) {
         short re = tp->pfds[i].revents;
         int r = tp->pfd_peer[i];
-        if (!re)
+        if (r == -1) {
+            if (re)
+                terse__tcp_accept_ready(tp);
             continue;
-        if (re & POLLOUT)
-            terse__tcp_flush(tp, r, cb, arg);
-        if (re & (POLLIN | POLLHUP | POLLERR))
+        }
+        if (r <= -2) {
+            hellos = 1;
+            continue;
+        }
+        if (!re || tp->peers[r].failed)
+            continue;
+        if (tp->pfds[i].fd == tp->peers[r].out_fd) {
+            if (re & POLLOUT)
+                terse__tcp_flush(tp, r, cb, arg);
+            if ((re & (POLLIN | POLLHUP | POLLERR)) && !tp->peers[r].failed)
+                events += out_closed(tp, r, cb, arg);
+        } else if (re & (POLLIN | POLLHUP | POLLERR)) {
             events += read_peer(tp, r, cb, arg);
+        }
     }
+    /* hellos last: pending_in[] is compacted as they complete */
+    for (int k = hellos ? tp->npending - 1 : -1; k >= 0; k--)
+        terse__tcp_hello_ready(tp, k);
     /* Writes flushed inside the loop emitted through cb directly; anything
      * queued meanwhile goes out now. */
     return events + terse__tp_evq_deliver(&tp->pending, cb, arg);

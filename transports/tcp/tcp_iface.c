@@ -1,6 +1,7 @@
 /*
- * tcp_iface.c - TCP transport: open, connection set-up with the job secret,
- * memory "registration" (a key table used to validate incoming writes), close.
+ * tcp_iface.c - TCP transport: open, connections on first use with the job
+ * secret, memory "registration" (a key table used to validate incoming
+ * writes), close.
  */
 #include "tcp.h"
 #include "../../lib/log.h"
@@ -15,6 +16,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+static void tp_free(terse_tp_t *tp)
+{
+    free(tp->peers), free(tp->pfds), free(tp->pfd_peer), free(tp->addrs), free(tp->pending_in), free(tp);
+}
+
 static terse_status_t tcp_open(const terse_tp_params_t *params, terse_tp_t **tp_out)
 {
     terse_tp_t *tp = calloc(1, sizeof(*tp));
@@ -23,32 +29,31 @@ static terse_status_t tcp_open(const terse_tp_params_t *params, terse_tp_t **tp_
     tp->params = *params;
     tp->lfd = -1;
     tp->peers = calloc((size_t)params->size, sizeof(*tp->peers));
-    tp->pfds = calloc((size_t)params->size, sizeof(*tp->pfds));
-    tp->pfd_peer = calloc((size_t)params->size, sizeof(int));
-    if (!tp->peers || !tp->pfds || !tp->pfd_peer)
-        goto nomem;
+    tp->addrs = calloc((size_t)params->size, sizeof(*tp->addrs));
+    if (!tp->peers || !tp->addrs) {
+        tp_free(tp);
+        return TERSE_ERR_NO_MEMORY;
+    }
     for (int i = 0; i < params->size; i++)
-        tp->peers[i].fd = -1;
+        tp->peers[i].out_fd = tp->peers[i].in_fd = -1;
     memset(&tp->addr, 0, sizeof(tp->addr));
     tp->addr.sin_family = AF_INET;
     if (params->bind_addr && *params->bind_addr &&
         inet_pton(AF_INET, params->bind_addr, &tp->addr.sin_addr) != 1) {
         TERSE_WARN(NET, "TERSE_BIND_ADDR '%s' is not an IPv4 address", params->bind_addr);
-        free(tp->peers), free(tp->pfds), free(tp->pfd_peer), free(tp);
+        tp_free(tp);
         return TERSE_ERR_INVALID_ARG;
     }
     terse_status_t st = terse__net_listen(&tp->addr, &tp->lfd);
     if (st != TERSE_OK) {
         TERSE_WARN(NET, "cannot listen on %s (any port): %s", params->bind_addr ? params->bind_addr : "",
                    strerror(errno));
-        free(tp->peers), free(tp->pfds), free(tp->pfd_peer), free(tp);
+        tp_free(tp);
         return st;
     }
+    terse__net_set_nonblocking(tp->lfd, 1);
     *tp_out = tp;
     return TERSE_OK;
-nomem:
-    free(tp->peers), free(tp->pfds), free(tp->pfd_peer), free(tp);
-    return TERSE_ERR_NO_MEMORY;
 }
 
 static terse_status_t tcp_address(terse_tp_t *tp, void *blob, size_t *len)
@@ -71,80 +76,123 @@ static void tune_socket(terse_tp_t *tp, int fd)
     terse__net_set_nonblocking(fd, 1);
 }
 
-/* Accept one connection and check its hello; 1 = accepted peer, 0 = rejected. */
-static int accept_one(terse_tp_t *tp, int fd, double deadline, terse_status_t *st)
+/* One WARN for the first stray, then a count at most once a minute: a port
+ * scanner must not flood the log. */
+static void stray(terse_tp_t *tp, const char *why, int rank, int size)
 {
-    tcp_hello_t h;
-    tcp_ack_t ack = {TERSE_TCP_HELLO, TERSE_OK};
-    /* A stray connection that sends nothing must not stall set-up for long. */
-    double hd = terse__now() + 5.0 < deadline ? terse__now() + 5.0 : deadline;
-    *st = terse__net_recv_all(fd, &h, sizeof(h), hd);
-    if (*st != TERSE_OK) {
-        TERSE_WARN(NET, "rejected a connection that sent no valid hello (%s)", terse_strerror(*st));
-        return 0;
+    tp->strays++;
+    double now = terse__now();
+    if (tp->strays == 1 || now - tp->stray_logged > 60) {
+        TERSE_WARN(NET, "rejected a connection claiming rank %d of %d: %s (%llu rejected so far)", rank, size, why,
+                   (unsigned long long)tp->strays);
+        tp->stray_logged = now;
     }
-    ack.status = terse__tp_admit(&tp->params, h.magic == TERSE_TCP_HELLO && h.version == TERSE_TCP_VERSION,
-                                 h.secret_hash, h.rank, h.size);
-    if (ack.status == TERSE_OK && tp->peers[h.rank].fd >= 0)
-        ack.status = TERSE_ERR_AUTH; /* that rank is already here */
-    terse__net_send_all(fd, &ack, sizeof(ack), hd);
-    if (ack.status != TERSE_OK) {
-        TERSE_WARN(NET, "rejected a connection claiming rank %d of %d: %s", (int)h.rank, (int)h.size,
-                   ack.status == TERSE_ERR_AUTH ? "wrong job secret or duplicate/foreign rank"
-                                                : "not a terse peer");
-        return 0;
-    }
-    tp->peers[h.rank].fd = fd;
-    return 1;
 }
 
+terse_status_t terse__tcp_connect_peer(terse_tp_t *tp, int peer)
+{
+    tcp_peer_t *p = &tp->peers[peer];
+    double timeout = tp->params.timeout_sec > 0 && tp->params.timeout_sec < 10 ? tp->params.timeout_sec : 10;
+    int fd;
+    /* its listener is up since before the rendezvous: refused means gone */
+    int err = terse__net_connect_once(&tp->addrs[peer], terse__now() + timeout, &fd);
+    if (err) {
+        TERSE_INFO(NET, "cannot connect to rank %d: %s", peer, strerror(err));
+        return TERSE_ERR_PEER_FAILED;
+    }
+    terse_status_t st;
+    tcp_hello_t h = {TERSE_TCP_HELLO, TERSE_TCP_VERSION, tp->params.secret_hash, tp->params.rank, tp->params.size};
+    /* a fresh socket's buffer takes the 24 bytes at once */
+    st = terse__net_send_all(fd, &h, sizeof(h), terse__now() + timeout);
+    if (st != TERSE_OK) {
+        close(fd);
+        return TERSE_ERR_PEER_FAILED;
+    }
+    tune_socket(tp, fd);
+    p->out_fd = fd;
+    tp->nconnected++;
+    return TERSE_OK;
+}
+
+void terse__tcp_accept_ready(terse_tp_t *tp)
+{
+    for (;;) {
+        int fd = accept(tp->lfd, NULL, NULL);
+        if (fd < 0)
+            return;
+        if (tp->npending == tp->pending_cap) {
+            int cap = tp->pending_cap ? 2 * tp->pending_cap : 8;
+            tcp_pending_t *q = realloc(tp->pending_in, (size_t)cap * sizeof(*q));
+            if (!q) {
+                close(fd);
+                return;
+            }
+            tp->pending_in = q;
+            tp->pending_cap = cap;
+        }
+        terse__net_set_nonblocking(fd, 1);
+        /* a stray that sends nothing must not hold a slot for long */
+        tp->pending_in[tp->npending++] = (tcp_pending_t){fd, 0, {0}, terse__now() + 5.0};
+    }
+}
+
+static void pending_drop(terse_tp_t *tp, int k, int close_fd)
+{
+    if (close_fd)
+        close(tp->pending_in[k].fd);
+    tp->pending_in[k] = tp->pending_in[--tp->npending];
+}
+
+void terse__tcp_hello_ready(terse_tp_t *tp, int k)
+{
+    tcp_pending_t *q = &tp->pending_in[k];
+    ssize_t n = recv(q->fd, (char *)&q->hello + q->got, sizeof(q->hello) - q->got, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        stray(tp, "it closed before its hello", -1, -1);
+        pending_drop(tp, k, 1);
+        return;
+    }
+    if (n < 0) {
+        if (terse__now() > q->deadline) {
+            stray(tp, "no hello within 5 s", -1, -1);
+            pending_drop(tp, k, 1);
+        }
+        return;
+    }
+    q->got += (size_t)n;
+    if (q->got < sizeof(q->hello))
+        return;
+    tcp_hello_t *h = &q->hello;
+    /* the peer opens one connection to us; any rank may (no order) */
+    terse_status_t st = TERSE_OK;
+    if (h->magic != TERSE_TCP_HELLO || h->version != TERSE_TCP_VERSION)
+        st = TERSE_ERR_PROTOCOL;
+    else if (h->secret_hash != tp->params.secret_hash || h->size != tp->params.size || h->rank < 0 ||
+             h->rank >= h->size || h->rank == tp->params.rank || tp->peers[h->rank].in_fd >= 0)
+        st = TERSE_ERR_AUTH;
+    if (st != TERSE_OK) {
+        stray(tp, st == TERSE_ERR_AUTH ? "wrong job secret or duplicate/foreign rank" : "not a terse peer",
+              (int)h->rank, (int)h->size);
+        pending_drop(tp, k, 1);
+        return;
+    }
+    tune_socket(tp, q->fd);
+    tp->peers[h->rank].in_fd = q->fd;
+    tp->nconnected++;
+    pending_drop(tp, k, 0);
+}
+
+/* Only the addresses: connections are opened on first use (lazily, by the
+ * writer), so a ring or a tree opens what it uses, not n - 1 of each. */
 static terse_status_t tcp_connect(terse_tp_t *tp, const void *const *blobs, double deadline)
 {
-    int me = tp->params.rank, n = tp->params.size;
-    terse_status_t st;
-    /* Lower ranks accept from higher ones: connect down, then accept up. */
-    for (int r = 0; r < me; r++) {
+    (void)deadline;
+    for (int r = 0; r < tp->params.size; r++) {
         tcp_addr_t a;
         memcpy(&a, blobs[r], sizeof(a));
-        int fd;
-        st = terse__net_connect(&a.sin, deadline, &fd);
-        if (st != TERSE_OK) {
-            TERSE_WARN(NET, "cannot connect to rank %d: %s", r, terse_strerror(st));
-            return st;
-        }
-        tcp_hello_t h = {TERSE_TCP_HELLO, TERSE_TCP_VERSION, tp->params.secret_hash, me, n};
-        tcp_ack_t ack;
-        st = terse__net_send_all(fd, &h, sizeof(h), deadline);
-        if (st == TERSE_OK)
-            st = terse__net_recv_all(fd, &ack, sizeof(ack), deadline);
-        if (st == TERSE_OK && (ack.magic != TERSE_TCP_HELLO || ack.status != TERSE_OK))
-            st = ack.magic == TERSE_TCP_HELLO ? (terse_status_t)ack.status : TERSE_ERR_PROTOCOL;
-        if (st != TERSE_OK) {
-            TERSE_WARN(NET, "rank %d refused our connection: %s", r, terse_strerror(st));
-            close(fd);
-            return st;
-        }
-        tp->peers[r].fd = fd;
+        tp->addrs[r] = a.sin;
     }
-    for (int need = n - 1 - me; need > 0;) {
-        int fd;
-        st = terse__net_accept(tp->lfd, deadline, &fd);
-        if (st != TERSE_OK) {
-            TERSE_WARN(NET, "waiting for %d higher rank(s) to connect: %s", need, terse_strerror(st));
-            return st;
-        }
-        if (accept_one(tp, fd, deadline, &st))
-            need--;
-        else
-            close(fd);
-    }
-    /* Everyone is connected: later connection attempts are strays. */
-    close(tp->lfd);
-    tp->lfd = -1;
-    for (int r = 0; r < n; r++)
-        if (r != me)
-            tune_socket(tp, tp->peers[r].fd);
-    TERSE_INFO(NET, "tcp: connected to %d peers", n - 1);
+    TERSE_INFO(NET, "tcp: %d peers known; connections open on first use", tp->params.size - 1);
     return TERSE_OK;
 }
 
@@ -190,39 +238,25 @@ static terse_status_t tcp_mem_rkey(terse_tp_t *tp, terse_tp_mr_t *mr, void *rkey
 static void tcp_close(terse_tp_t *tp, double deadline)
 {
     int n = tp->params.size;
-    /* Finish queued writes, then half-close and drain until the peer half-closes
-     * too: closing with unread bytes would send a RST that can destroy data the
-     * peer has not read yet. */
+    /* Finish queued writes, then end our direction: the peer never writes on
+     * our connection, so closing it leaves nothing unread (no reset) and the
+     * kernel still delivers what is in flight. */
     for (int r = 0; r < n; r++) {
         tcp_peer_t *p = &tp->peers[r];
-        while (p->fd >= 0 && !p->failed && p->sq_head && terse__now() < deadline) {
+        while (p->out_fd >= 0 && !p->failed && p->sq_head && terse__now() < deadline) {
             if (terse__tcp_flush(tp, r, NULL, NULL) < 0)
                 break;
             if (p->sq_head) {
-                struct pollfd pf = {.fd = p->fd, .events = POLLOUT};
+                struct pollfd pf = {.fd = p->out_fd, .events = POLLOUT};
                 poll(&pf, 1, 10);
             }
         }
-        if (p->fd >= 0)
-            shutdown(p->fd, SHUT_WR);
-    }
-    char junk[4096];
-    for (int r = 0; r < n; r++) {
-        tcp_peer_t *p = &tp->peers[r];
-        while (p->fd >= 0 && !p->failed) {
-            ssize_t k = recv(p->fd, junk, sizeof(junk), MSG_DONTWAIT);
-            if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR))
-                break;
-            if (k < 0) {
-                double left = deadline - terse__now();
-                if (left <= 0)
-                    break;
-                struct pollfd pf = {.fd = p->fd, .events = POLLIN};
-                poll(&pf, 1, left > 1 ? 1000 : (int)(left * 1000) + 1);
-            }
+        if (p->out_fd >= 0) {
+            shutdown(p->out_fd, SHUT_WR);
+            close(p->out_fd);
         }
-        if (p->fd >= 0)
-            close(p->fd);
+        if (p->in_fd >= 0)
+            close(p->in_fd);
         while (p->sq_head) {
             tcp_send_t *s = p->sq_head;
             p->sq_head = s->next;
@@ -235,16 +269,21 @@ static void tcp_close(terse_tp_t *tp, double deadline)
         tp->free_sends = s->next;
         free(s);
     }
+    for (int k = 0; k < tp->npending; k++)
+        close(tp->pending_in[k].fd);
     if (tp->lfd >= 0)
         close(tp->lfd);
     for (uint32_t k = 0; k < tp->nmrs; k++)
         free(tp->mrs[k]);
     free(tp->mrs);
     terse__tp_evq_free(&tp->pending);
-    free(tp->peers);
-    free(tp->pfds);
-    free(tp->pfd_peer);
-    free(tp);
+    tp_free(tp);
+}
+
+static void tcp_stats(terse_tp_t *tp, terse_tp_stats_t *st)
+{
+    st->connections = tp->nconnected;
+    st->pinned_bytes = 0; /* "registration" pins nothing */
 }
 
 static const char *tcp_device(terse_tp_t *tp)
@@ -259,6 +298,7 @@ const terse_tp_ops_t terse_tp_tcp_ops = {
     .open = tcp_open,
     .address = tcp_address,
     .connect = tcp_connect,
+    .stats = tcp_stats,
     .mem_reg = tcp_mem_reg,
     .mem_dereg = tcp_mem_dereg,
     .mem_rkey = tcp_mem_rkey,

@@ -78,6 +78,7 @@ struct terse_tp {
     size_t bounce_slot;  /* bytes per bounce slot */
     int bounce_count;    /* slots per peer */
     terse_tp_evq_t pending; /* events found outside progress() */
+    uint64_t pinned;        /* bytes registered */
 };
 
 terse_status_t terse__verbs_write_notify(terse_tp_t *tp, int peer, const terse_tp_iov_t *iov,

@@ -121,6 +121,7 @@ static terse_status_t verbs_open(const terse_tp_params_t *params, terse_tp_t **o
         tp_free(tp);
         return st;
     }
+    tp->pinned += blen;
     TERSE_INFO(NET, "verbs: %s at %s:%d", ibv_get_device_name(tp->ctx->device), ip, ntohs(tp->addr.sin_port));
     *out = tp;
     return TERSE_OK;
@@ -323,15 +324,16 @@ static terse_status_t verbs_mem_reg(terse_tp_t *tp, void *buf, size_t len, terse
         free(m);
         return (e == ENOMEM || e == EPERM || e == EAGAIN) ? memlock_error(len) : TERSE_ERR_SYSTEM;
     }
+    tp->pinned += len;
     *out = m;
     return TERSE_OK;
 }
 
 static void verbs_mem_dereg(terse_tp_t *tp, terse_tp_mr_t *m)
 {
-    (void)tp;
     if (!m)
         return;
+    tp->pinned -= m->mr->length;
     ibv_dereg_mr(m->mr);
     free(m);
 }
@@ -374,6 +376,14 @@ static void verbs_close(terse_tp_t *tp, double deadline)
     tp_free(tp);
 }
 
+static void verbs_stats(terse_tp_t *tp, terse_tp_stats_t *st)
+{
+    st->connections = 0;
+    for (int r = 0; r < tp->params.size; r++)
+        st->connections += tp->peers[r].connected && !tp->peers[r].failed;
+    st->pinned_bytes = tp->pinned;
+}
+
 static const char *verbs_device(terse_tp_t *tp) { return ibv_get_device_name(tp->ctx->device); }
 
 const terse_tp_ops_t terse_tp_verbs_ops = {
@@ -382,6 +392,7 @@ const terse_tp_ops_t terse_tp_verbs_ops = {
     .open = verbs_open,
     .address = verbs_address,
     .connect = verbs_connect,
+    .stats = verbs_stats,
     .mem_reg = verbs_mem_reg,
     .mem_dereg = verbs_mem_dereg,
     .mem_rkey = verbs_mem_rkey,
