@@ -47,6 +47,10 @@ static const cfg_row_t terse_config_table[] = {
         "Payload bytes per pipelined chunk and per receive slot; 0: the transport's default "
         "(tcp 256K, verbs 1M)."),
     ROW("TERSE_SLOTS", CFG_INT, slots, "8", "Receive slots (flow-control credits) per peer."),
+    ROW("TERSE_BOUNCE_SLOTS", CFG_INT, bounce_slots, "32",
+        "verbs: chunk-sized slots of the one registered pool that payloads from unregistered memory are "
+        "copied through, shared by all peers (it does not grow with the job; when it is empty sends "
+        "wait for completions)."),
     ROW_S("TERSE_ALLREDUCE_ALGO", allreduce_algo, "auto",
           "Allreduce algorithm: auto, rd (recursive doubling), rabenseifner (recursive halving + "
           "doubling) or ring (pipelined ring reduce-scatter + allgather)."),

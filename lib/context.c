@@ -406,6 +406,7 @@ terse_status_t terse__ctx_create(const terse_comm_params_t *params_in, terse_ctx
                              .bind_addr = ctx->cfg.bind_addr[0] ? ctx->cfg.bind_addr : bind_ip,
                              .sockbuf = ctx->cfg.tcp_sockbuf, .timeout_sec = ctx->cfg.timeout_sec,
                              .max_msg = ctx->cfg.chunk_size, .max_outstanding = ctx->cfg.slots,
+                             .bounce_slots = ctx->cfg.bounce_slots,
                              .ib_device = ctx->cfg.ib_device, .ib_addr = ctx->cfg.ib_addr,
                              .ib_gid_index = ctx->cfg.ib_gid_index, .ib_timeout = ctx->cfg.ib_timeout,
                              .ib_retry = ctx->cfg.ib_retry,

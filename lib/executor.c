@@ -170,6 +170,8 @@ static int issue_sends(terse_ctx_t *ctx)
                 terse_status_t st = ctx->tp_ops->write_notify(
                     ctx->tp, p, iov, o->bytes ? 2 : 1, ctx->rkeys + (size_t)p * TERSE_TP_RKEY_MAX,
                     off, TERSE_IMM(TERSE_IMM_DATA, slot), ((uint64_t)req->serial << 32) | (uint32_t)oi);
+                if (st == TERSE_IN_PROGRESS)
+                    break; /* no resource now (bounce pool): retry after completions */
                 if (st != TERSE_OK) {
                     terse__exec_fail(comm, st, q, req->seq, 1, "write to rank %d failed: %s", q,
                                      terse_strerror(st));

@@ -42,4 +42,7 @@ void terse__net_set_nonblocking(int fd, int on);
 /* 64-bit FNV-1a, used to compare job secrets without sending them. */
 uint64_t terse__hash64(const void *data, size_t len, uint64_t seed);
 
+/* Fold one value into a running signature hash. */
+static inline uint64_t terse__mix64(uint64_t h, uint64_t v) { return terse__hash64(&v, sizeof(v), h); }
+
 #endif

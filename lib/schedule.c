@@ -9,11 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t mix64(uint64_t h, uint64_t v)
-{
-    return terse__hash64(&v, sizeof(v), h);
-}
-
 terse_status_t terse__sched_new(terse_comm_t *comm, terse_coll_t coll, terse_dtype_t dtype,
                                 terse_op_t op, int root, uint64_t count, uint64_t sig_extra,
                                 terse_request_t **req_out)
@@ -28,12 +23,12 @@ terse_status_t terse__sched_new(terse_comm_t *comm, terse_coll_t coll, terse_dty
     req->root = root;
     req->count = count;
     req->seq = comm->next_seq++;
-    uint64_t h = mix64(0, (uint64_t)coll);
-    h = mix64(h, (uint64_t)dtype);
-    h = mix64(h, (uint64_t)op);
-    h = mix64(h, (uint64_t)(int64_t)root);
-    h = mix64(h, count);
-    req->sig = mix64(h, sig_extra);
+    uint64_t h = terse__mix64(0, (uint64_t)coll);
+    h = terse__mix64(h, (uint64_t)dtype);
+    h = terse__mix64(h, (uint64_t)op);
+    h = terse__mix64(h, (uint64_t)(int64_t)root);
+    h = terse__mix64(h, count);
+    req->sig = terse__mix64(h, sig_extra);
     req->status = TERSE_IN_PROGRESS;
     comm->stats.calls++;
     *req_out = req;

@@ -16,6 +16,7 @@ typedef struct terse_config {
     char bind_addr[64];      /* local address the transports listen on */
     size_t chunk_size;       /* payload bytes per pipelined chunk (slot) */
     int slots;               /* receive slots (credits) per peer */
+    int bounce_slots;        /* verbs: shared bounce pool */
     char allreduce_algo[16]; /* auto, ring, rd */
     size_t rd_threshold;     /* allreduce bytes at or below which rd is used */
     size_t ring_threshold;   /* allreduce bytes above which the ring is used */

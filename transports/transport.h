@@ -48,6 +48,7 @@ typedef struct terse_tp_params {
     double timeout_sec;
     size_t max_msg;        /* largest unregistered payload of one write */
     int max_outstanding;   /* data writes in flight per peer (credits) */
+    int bounce_slots;      /* verbs: slots of the shared bounce pool (0: 2 max_outstanding + 4) */
     const char *ib_device; /* verbs: "name[:port]" or "" */
     const char *ib_addr;   /* verbs: IPv4 of the RDMA device or "" */
     int ib_gid_index;      /* verbs: -1 or the GID whose IPv4 to use */
@@ -107,7 +108,9 @@ typedef struct terse_tp_ops {
     terse_status_t (*mem_rkey)(terse_tp_t *tp, terse_tp_mr_t *mr, void *rkey);
     /* Gather iov into peer's memory at rkey + remote_off, then notify with imm.
      * A write of zero bytes only notifies. Completion comes as SEND_DONE with
-     * cookie. Writes to one peer land and notify in the order posted. */
+     * cookie. Writes to one peer land and notify in the order posted.
+     * TERSE_IN_PROGRESS: no resource now (verbs: the bounce pool is empty);
+     * nothing was queued - retry after progress() returned completions. */
     terse_status_t (*write_notify)(terse_tp_t *tp, int peer, const terse_tp_iov_t *iov, int niov,
                                    const void *rkey, uint64_t remote_off, uint32_t imm,
                                    uint64_t cookie);

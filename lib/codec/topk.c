@@ -6,7 +6,7 @@
  * value as its 1-byte C_nat code: (uint32 index, uint8 code) pairs.
  */
 #include "codec.h"
-#include "../sparse/sparse.h"
+#include "topk_select.h"
 
 #include <math.h>
 #include <stdlib.h>

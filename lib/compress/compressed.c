@@ -1,8 +1,8 @@
 /*
  * compressed.c - the persistent compressed allreduce: parameters, layout,
  * one step (feedback, algorithm, error averaging, statistics) and the
- * step-ahead helpers. The algorithms live in compressed_algo.c, checkpoints
- * in compressed_state.c.
+ * step-ahead helpers. The algorithms live in compressed_algo.c, the codec
+ * work they share in compressed_codec.c, checkpoints in compressed_state.c.
  */
 #include "compressed.h"
 #include "../coll/coll.h"
@@ -28,11 +28,6 @@ void terse_compressed_params_init(terse_compressed_params_t *p)
     p->error_feedback = 1;
     p->op = TERSE_AVG;
     p->seed = 0x7465727365ull; /* "terse" */
-}
-
-static uint64_t mix(uint64_t h, uint64_t v)
-{
-    return terse__hash64(&v, sizeof(v), h);
 }
 
 #define BAD(...)                                                                   \
@@ -224,20 +219,20 @@ terse_status_t terse_compressed_create(terse_comm_t *comm, size_t count,
     c->cp = (terse_codec_params_t){.ratio = p.ratio, .levels = p.levels, .norm = p.norm,
                                    .bucket = p.bucket};
     /* Everything that must agree across ranks goes into the wire signature. */
-    uint64_t h = mix(0x636f6d70ull, count);
-    h = mix(h, (uint64_t)up->id);
-    h = mix(h, (uint64_t)down->id);
+    uint64_t h = terse__mix64(0x636f6d70ull, count);
+    h = terse__mix64(h, (uint64_t)up->id);
+    h = terse__mix64(h, (uint64_t)down->id);
     uint64_t rbits;
     memcpy(&rbits, &p.ratio, 8);
-    h = mix(h, rbits);
-    h = mix(h, ((uint64_t)p.levels << 32) | ((uint64_t)p.norm << 16) | (uint64_t)algo);
-    h = mix(h, p.bucket);
-    h = mix(h, ((uint64_t)p.error_feedback << 40) | ((uint64_t)p.server_error_feedback << 32) |
+    h = terse__mix64(h, rbits);
+    h = terse__mix64(h, ((uint64_t)p.levels << 32) | ((uint64_t)p.norm << 16) | (uint64_t)algo);
+    h = terse__mix64(h, p.bucket);
+    h = terse__mix64(h, ((uint64_t)p.error_feedback << 40) | ((uint64_t)p.server_error_feedback << 32) |
                    ((uint64_t)(uint32_t)p.error_average_every));
-    h = mix(h, (uint64_t)p.op);
-    c->sig = mix(h, p.seed);
-    c->rng_up = (terse_rng_t){mix(mix(p.seed, (uint64_t)c->r), 1), 0};
-    c->rng_down = (terse_rng_t){mix(mix(p.seed, (uint64_t)c->r), 2), 0};
+    h = terse__mix64(h, (uint64_t)p.op);
+    c->sig = terse__mix64(h, p.seed);
+    c->rng_up = (terse_rng_t){terse__mix64(terse__mix64(p.seed, (uint64_t)c->r), 1), 0};
+    c->rng_down = (terse_rng_t){terse__mix64(terse__mix64(p.seed, (uint64_t)c->r), 2), 0};
 
     size_t own = 0;
     st = layout(c);
@@ -277,74 +272,6 @@ void terse_compressed_destroy(terse_compressed_t *c)
     free(c->down_codes), free(c->down_off), free(c->down_len);
     free(c->e), free(c->e_next), free(c->se), free(c->se_next), free(c->acc);
     free(c);
-}
-
-terse_status_t terse__compressed_bad_code(terse_compressed_t *c, int peer, const char *what)
-{
-    terse_comm_t *comm = c->comm;
-    terse__exec_fail(comm, TERSE_ERR_PROTOCOL, peer, comm->next_seq, 1,
-                     "compressed allreduce step %llu: malformed %s code from rank %d",
-                     (unsigned long long)c->steps, what, peer);
-    return TERSE_ERR_PROTOCOL;
-}
-
-terse_status_t terse__compressed_encode(terse_compressed_t *c, const terse_codec_ops_t *codec,
-                                        const float *u, const float *e_in, float *e_out, size_t n,
-                                        void *code, size_t *len, terse_rng_t *rng)
-{
-    if (!e_out)
-        return codec->encode(&c->cp, u, n, code, len, rng);
-    if (codec->encode_ef)
-        return codec->encode_ef(&c->cp, u, e_in, e_out, n, code, len, rng);
-    for (size_t i = 0; i < n; i++)
-        e_out[i] = e_in ? u[i] + e_in[i] : u[i];
-    terse_status_t st = codec->encode(&c->cp, e_out, n, code, len, rng);
-    if (st != TERSE_OK)
-        return st;
-    /* p - decode(code), exactly: negate (exact), add the decoded values,
-     * negate back - IEEE rounding is symmetric, so this equals a
-     * subtraction and needs no scratch vector. */
-    for (size_t i = 0; i < n; i++)
-        e_out[i] = -e_out[i];
-    st = codec->decode_add(&c->cp, code, *len, e_out, n);
-    for (size_t i = 0; i < n; i++)
-        e_out[i] = -e_out[i];
-    return st;
-}
-
-terse_status_t terse__compressed_decode(terse_compressed_t *c, const terse_codec_ops_t *codec,
-                                        const void *code, size_t len, float *out, size_t n)
-{
-    if (codec->decode)
-        return codec->decode(&c->cp, code, len, out, n);
-    memset(out, 0, n * sizeof(float));
-    return codec->decode_add(&c->cp, code, len, out, n);
-}
-
-void terse__compressed_set_seed(terse_compressed_t *c, int chunk)
-{
-    uint64_t v[3] = {c->p.seed, c->steps + 1, (uint64_t)(int64_t)chunk};
-    c->cp.shared_seed = terse__hash64(v, sizeof(v), 0x72616e646bull);
-}
-
-terse_status_t terse__compressed_owner(terse_compressed_t *c, float *s)
-{
-    size_t n = c->len[c->r];
-    if (c->p.op == TERSE_AVG)
-        for (size_t i = 0; i < n; i++)
-            s[i] /= (float)c->n;
-    size_t len;
-    char *code = c->down_codes + c->down_off[c->r];
-    /* random-k: the sum lives on this step's shared positions; keep them, no second rescale */
-    c->cp.no_rescale = c->down == c->up && c->up->shared_support;
-    terse__compressed_set_seed(c, c->r);
-    int fb = c->p.server_error_feedback;
-    terse_status_t st = terse__compressed_encode(c, c->down, s, fb ? c->se : NULL, fb ? c->se_next : NULL,
-                                                 n, code, &len, &c->rng_down);
-    c->cp.no_rescale = 0;
-    if (st == TERSE_OK && len != c->down_len[c->r])
-        st = TERSE_ERR_PROTOCOL;
-    return st;
 }
 
 static double norm2(const float *v, size_t n)

@@ -31,11 +31,6 @@ static size_t vsize(int vfmt)
     return vfmt == TERSE_SPARSE_FP16 ? 2 : vfmt == TERSE_SPARSE_CNAT8 ? 1 : 4;
 }
 
-static uint64_t mix(uint64_t h, uint64_t v)
-{
-    return terse__hash64(&v, sizeof(v), h);
-}
-
 terse_status_t terse_sparse_create(terse_comm_t *comm, size_t n, const terse_sparse_params_t *params,
                                    terse_sparse_t **out)
 {
@@ -65,8 +60,8 @@ terse_status_t terse_sparse_create(terse_comm_t *comm, size_t n, const terse_spa
     s->r = comm->rank;
     s->len = n;
     s->p = p;
-    s->sig = mix(mix(mix(0x737073ull, n), (uint64_t)p.values), (uint64_t)(p.dense_switch != 0));
-    s->rng = (terse_rng_t){mix(p.seed, (uint64_t)s->r), 0};
+    s->sig = terse__mix64(terse__mix64(terse__mix64(0x737073ull, n), (uint64_t)p.values), (uint64_t)(p.dense_switch != 0));
+    s->rng = (terse_rng_t){terse__mix64(p.seed, (uint64_t)s->r), 0};
     s->rbuf = calloc((size_t)s->n, sizeof(*s->rbuf));
     s->rcap = calloc((size_t)s->n, sizeof(size_t));
     s->rlen = calloc((size_t)s->n, sizeof(size_t));
@@ -372,7 +367,7 @@ terse_status_t terse__sparse_exchange(terse_sparse_t *s, uint64_t purpose, int k
     if (n > 1) {
         terse_request_t *req;
         if ((st = terse__sched_new(comm, TERSE_COLL_COMPRESSED, TERSE_FLOAT32, TERSE_SUM, -1, s->calls,
-                                   mix(s->sig, purpose), &req)) != TERSE_OK)
+                                   terse__mix64(s->sig, purpose), &req)) != TERSE_OK)
             return st;
         /* the largest message any rank can send: a list of n pairs */
         size_t limit = HDR + (5 + 4) * s->len;

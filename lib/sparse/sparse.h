@@ -14,10 +14,7 @@
 #include "../comm.h"
 #include "../codec/codec.h"
 
-/* top-k (topk_select.c) */
-float terse__kth_largest(float *v, size_t n, size_t k);
-terse_status_t terse__topk_exact(const float *x, size_t n, size_t k, uint32_t *idx);
-terse_status_t terse__topk_sampled(const float *x, size_t n, size_t k, uint32_t *idx);
+#include "../codec/topk_select.h"
 
 enum { TERSE_SPMSG_LIST = 1, TERSE_SPMSG_DENSE, TERSE_SPMSG_SKIP, TERSE_SPMSG_POISON };
 

@@ -46,7 +46,7 @@ typedef struct verbs_pending {
 /* What a posted write needs at its completion (sends complete in post order). */
 typedef struct verbs_inflight {
     uint64_t cookie;
-    int bounce; /* it used a bounce slot */
+    int bounce; /* the bounce slot it used, -1 if none */
 } verbs_inflight_t;
 
 typedef struct verbs_peer {
@@ -56,7 +56,6 @@ typedef struct verbs_peer {
     double disconnected_at; /* RDMA CM said the peer left; reported after a grace period */
     verbs_inflight_t inflight[TERSE_VERBS_SEND_DEPTH];
     uint64_t posted, completed;  /* signalled writes */
-    uint64_t bounce_next, bounce_done;
     verbs_pending_t *backlog, *backlog_tail; /* waiting for send-queue room */
     uint64_t backlog_cookie_min;
 } verbs_peer_t;
@@ -76,7 +75,8 @@ struct terse_tp {
     size_t bounce_len;
     struct ibv_mr *bounce_mr;
     size_t bounce_slot;  /* bytes per bounce slot */
-    int bounce_count;    /* slots per peer */
+    int bounce_count;    /* slots in the pool, shared by all peers */
+    int *bounce_free, nbounce_free; /* free slots (a stack) */
     terse_tp_evq_t pending; /* events found outside progress() */
     uint64_t pinned;        /* bytes registered */
 };

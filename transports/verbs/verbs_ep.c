@@ -1,7 +1,8 @@
 /*
  * verbs_ep.c - verbs data path. write_notify is one RDMA WRITE_WITH_IMM
  * (gathering up to two segments; memory the caller did not register is
- * copied into a bounce slot first, and small writes go inline); the peer sees
+ * copied into a slot of the shared bounce pool first, and small writes go
+ * inline); the peer sees
  * it as a receive completion carrying the immediate. progress polls the CQ
  * and, when told to wait, arms the completion channel and sleeps in poll()
  * together with the RDMA CM channels (which report disconnects).
@@ -36,6 +37,16 @@ static void fail_peer(terse_tp_t *tp, int peer, terse_status_t st, const char *w
     terse_tp_event_t ev = {.type = TERSE_TP_EV_PEER_ERROR, .peer = peer, .status = st,
                            .msg = cb ? why : "connection lost"};
     emit(tp, &ev, cb, arg);
+}
+
+int terse__verbs_post_recvs(verbs_peer_t *p, int n, int peer)
+{
+    for (int i = 0; i < n; i++) {
+        struct ibv_recv_wr wr = {.wr_id = (uint64_t)peer, .sg_list = NULL, .num_sge = 0}, *bad;
+        if (ibv_post_recv(p->qp, &wr, &bad) != 0)
+            return -1;
+    }
+    return 0;
 }
 
 static int post(terse_tp_t *tp, int peer, struct ibv_send_wr *wr)
@@ -75,7 +86,7 @@ static void flush_backlog(terse_tp_t *tp, int peer, terse_tp_event_cb cb, void *
 
 static int handle_wc(terse_tp_t *tp, const struct ibv_wc *wc, terse_tp_event_cb cb, void *arg);
 
-/* Reap completions without blocking (used when bounce slots run short). */
+/* Reap completions without blocking (used when the bounce pool is empty). */
 static void reap(terse_tp_t *tp)
 {
     struct ibv_wc wc[16];
@@ -105,18 +116,17 @@ terse_status_t terse__verbs_write_notify(terse_tp_t *tp, int peer, const terse_t
     if (total > UINT32_MAX || (total && remote_off + total > k.len) || unreg > tp->bounce_slot)
         return TERSE_ERR_INVALID_ARG;
     struct ibv_sge sge[2];
-    int nsge = 0, inl = total && total <= tp->max_inline, bounce = 0;
+    int nsge = 0, inl = total && total <= tp->max_inline, bounce = -1;
     char *bslot = NULL;
     if (unreg && !inl) {
-        /* Copy unregistered bytes into this peer's next bounce slot. */
-        for (int spin = 0; p->bounce_next - p->bounce_done >= (uint64_t)tp->bounce_count; spin++) {
+        /* Copy unregistered bytes into a slot of the shared pool; none free
+         * now (after a look at the completions): not now, retry later. */
+        if (!tp->nbounce_free)
             reap(tp);
-            if (spin > 1000000)
-                return TERSE_ERR_NO_MEMORY;
-        }
-        bslot = tp->bounce_all + ((size_t)peer * (size_t)tp->bounce_count +
-                                  (size_t)(p->bounce_next % (uint64_t)tp->bounce_count)) * tp->bounce_slot;
-        bounce = 1;
+        if (!tp->nbounce_free)
+            return TERSE_IN_PROGRESS;
+        bounce = tp->bounce_free[--tp->nbounce_free];
+        bslot = tp->bounce_all + (size_t)bounce * tp->bounce_slot;
     }
     size_t boff = 0;
     for (int i = 0; i < niov; i++) {
@@ -139,15 +149,16 @@ terse_status_t terse__verbs_write_notify(terse_tp_t *tp, int peer, const terse_t
                              .imm_data = htonl(imm)};
     wr.wr.rdma.remote_addr = total ? k.addr + remote_off : 0;
     wr.wr.rdma.rkey = k.rkey;
-    if (bounce)
-        p->bounce_next++;
     /* Completions arrive in post order: remember what each one finishes. */
     uint64_t slot = (p->posted + (uint64_t)0) % TERSE_VERBS_SEND_DEPTH;
     int rc = p->backlog ? ENOMEM : post(tp, peer, &wr);
     if (rc == ENOMEM) {
         verbs_pending_t *b = malloc(sizeof(*b));
-        if (!b)
+        if (!b) {
+            if (bounce >= 0)
+                tp->bounce_free[tp->nbounce_free++] = bounce;
             return TERSE_ERR_NO_MEMORY;
+        }
         b->next = NULL;
         b->wr = wr;
         memcpy(b->sge, sge, sizeof(sge));
@@ -164,6 +175,8 @@ terse_status_t terse__verbs_write_notify(terse_tp_t *tp, int peer, const terse_t
         return TERSE_OK;
     }
     if (rc != 0) {
+        if (bounce >= 0)
+            tp->bounce_free[tp->nbounce_free++] = bounce;
         TERSE_INFO(NET, "verbs: ibv_post_send to rank %d: %s", peer, strerror(rc));
         return TERSE_ERR_PEER_FAILED;
     }
@@ -186,8 +199,13 @@ static int handle_wc(terse_tp_t *tp, const struct ibv_wc *wc, terse_tp_event_cb 
         return 0;
     verbs_peer_t *p = &tp->peers[peer];
     if (wc->status != IBV_WC_SUCCESS) {
-        if (!(wc->opcode & IBV_WC_RECV) && p->completed < p->posted)
+        if (!(wc->opcode & IBV_WC_RECV) && p->completed < p->posted) {
+            verbs_inflight_t *f = &p->inflight[p->completed % TERSE_VERBS_SEND_DEPTH];
+            if (f->bounce >= 0)
+                tp->bounce_free[tp->nbounce_free++] = f->bounce;
+            f->bounce = -1;
             p->completed++;
+        }
         char why[160];
         snprintf(why, sizeof(why), "work completion error: %s (vendor error 0x%x)",
                  ibv_wc_status_str(wc->status), wc->vendor_err);
@@ -205,8 +223,8 @@ static int handle_wc(terse_tp_t *tp, const struct ibv_wc *wc, terse_tp_event_cb 
     if (wc->opcode == IBV_WC_RDMA_WRITE) {
         verbs_inflight_t *f = &p->inflight[p->completed % TERSE_VERBS_SEND_DEPTH];
         p->completed++;
-        if (f->bounce)
-            p->bounce_done++;
+        if (f->bounce >= 0)
+            tp->bounce_free[tp->nbounce_free++] = f->bounce;
         terse_tp_event_t ev = {.type = TERSE_TP_EV_SEND_DONE, .peer = peer, .cookie = f->cookie};
         emit(tp, &ev, cb, arg);
         flush_backlog(tp, peer, cb, arg);

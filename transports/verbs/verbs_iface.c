@@ -50,6 +50,7 @@ static void tp_free(terse_tp_t *tp)
     if (tp->active_ch)
         rdma_destroy_event_channel(tp->active_ch);
     free(tp->peers);
+    free(tp->bounce_free);
     terse__tp_evq_free(&tp->pending);
     free(tp);
 }
@@ -104,11 +105,19 @@ static terse_status_t verbs_open(const terse_tp_params_t *params, terse_tp_t **o
     set_nonblock(tp->listen_ch->fd);
     set_nonblock(tp->active_ch->fd);
     /* Bounce slots: payloads from memory the caller did not register are
-     * copied here; the layer above keeps at most max_outstanding data writes
-     * in flight per peer, so twice that never runs out. */
+     * copied here. One pool for all peers, of a size that does not grow with
+     * the job: when it is empty, write_notify says "not now" and the layer
+     * above retries once completions have returned slots. */
     tp->bounce_slot = (params->max_msg + 63) & ~(size_t)63;
-    tp->bounce_count = 2 * params->max_outstanding + 4;
-    size_t blen = (size_t)params->size * (size_t)tp->bounce_count * tp->bounce_slot;
+    tp->bounce_count = params->bounce_slots > 0 ? params->bounce_slots : 2 * params->max_outstanding + 4;
+    size_t blen = (size_t)tp->bounce_count * tp->bounce_slot;
+    tp->bounce_free = malloc(sizeof(int) * (size_t)tp->bounce_count);
+    if (!tp->bounce_free) {
+        tp_free(tp);
+        return TERSE_ERR_NO_MEMORY;
+    }
+    for (int i = 0; i < tp->bounce_count; i++)
+        tp->bounce_free[tp->nbounce_free++] = tp->bounce_count - 1 - i;
     tp->bounce_len = blen;
     tp->bounce_all = terse__topo_alloc(ibv_get_device_name(tp->ctx->device), blen);
     if (!tp->bounce_all) {
@@ -171,16 +180,6 @@ static terse_status_t expect_event(struct rdma_event_channel *ch, enum rdma_cm_e
     if (got == RDMA_CM_EVENT_REJECTED)
         return reject && reject->magic == TERSE_VERBS_MAGIC ? (terse_status_t)reject->status : TERSE_ERR_AUTH;
     return got == RDMA_CM_EVENT_UNREACHABLE ? TERSE_ERR_TIMEOUT : TERSE_ERR_PEER_FAILED;
-}
-
-int terse__verbs_post_recvs(verbs_peer_t *p, int n, int peer)
-{
-    for (int i = 0; i < n; i++) {
-        struct ibv_recv_wr wr = {.wr_id = (uint64_t)peer, .sg_list = NULL, .num_sge = 0}, *bad;
-        if (ibv_post_recv(p->qp, &wr, &bad) != 0)
-            return -1;
-    }
-    return 0;
 }
 
 static terse_status_t make_qp(terse_tp_t *tp, struct rdma_cm_id *id, int peer)

@@ -8,7 +8,8 @@
  * to the lower index, ascending. Too few candidates: the sampled variant
  * falls back to the exact one.
  */
-#include "sparse.h"
+#include "topk_select.h"
+#include "../log.h"
 
 #include <math.h>
 #include <stdlib.h>
