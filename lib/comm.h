@@ -37,6 +37,26 @@ struct terse_comm {
     char error_detail[320];
 };
 
+/* The communicator of ctx with this id, or NULL. */
+static inline terse_comm_t *terse__ctx_find_comm(const terse_ctx_t *ctx, uint64_t id)
+{
+    for (terse_comm_t *c = ctx->comms; c; c = c->next_in_ctx)
+        if (c->id == id)
+            return c;
+    return NULL;
+}
+
+/* 1 when a communicator with this id was destroyed here recently: late
+ * chunks for it are dropped. */
+static inline int terse__ctx_comm_was(const terse_ctx_t *ctx, uint64_t id)
+{
+    unsigned n = ctx->ngone < 64 ? ctx->ngone : 64;
+    for (unsigned i = 0; i < n; i++)
+        if (ctx->gone[i] == id)
+            return 1;
+    return 0;
+}
+
 /* A communicator over ctx with the given members (world ranks, in rank
  * order) and id; this process must be a member. Takes a context reference. */
 terse_status_t terse__comm_new(terse_ctx_t *ctx, uint64_t id, const int *world, int size,

@@ -443,20 +443,3 @@ void terse__ctx_release(terse_ctx_t *ctx)
             ctx->tp_ops->write_notify(ctx->tp, p, NULL, 0, NULL, 0, TERSE_IMM(TERSE_IMM_BYE, 0), UINT64_MAX);
     ctx_free(ctx);
 }
-
-terse_comm_t *terse__ctx_find_comm(const terse_ctx_t *ctx, uint64_t id)
-{
-    for (terse_comm_t *c = ctx->comms; c; c = c->next_in_ctx)
-        if (c->id == id)
-            return c;
-    return NULL;
-}
-
-int terse__ctx_comm_was(const terse_ctx_t *ctx, uint64_t id)
-{
-    unsigned n = ctx->ngone < 64 ? ctx->ngone : 64;
-    for (unsigned i = 0; i < n; i++)
-        if (ctx->gone[i] == id)
-            return 1;
-    return 0;
-}

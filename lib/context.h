@@ -101,13 +101,6 @@ terse_status_t terse__ctx_create(const terse_comm_params_t *params, terse_ctx_t 
 /* Drop one reference; the last one says goodbye to the peers and frees all. */
 void terse__ctx_release(terse_ctx_t *ctx);
 
-/* The communicator with this id, or NULL. */
-terse_comm_t *terse__ctx_find_comm(const terse_ctx_t *ctx, uint64_t id);
-
-/* 1 when a communicator with this id was destroyed here recently: late
- * chunks for it are dropped. */
-int terse__ctx_comm_was(const terse_ctx_t *ctx, uint64_t id);
-
 /* The host identity of this process: a hash of override when given
  * (TERSE_HOST_ID, terse_comm_params_t.host_id), else of the boot id and host name. */
 uint64_t terse__host_id(const char *override);

@@ -176,7 +176,9 @@ terse_status_t terse_sasg_set_lr(terse_sasg_t *s, double lr)
     return TERSE_OK;
 }
 
-static int keep(kept_t *kp, const uint32_t *idx, const float *val, size_t k)
+/* Room for k pairs; the kept list itself is unchanged (so a step that runs
+ * out of memory half way leaves every list as it was). */
+static int reserve(kept_t *kp, size_t k)
 {
     if (k > kp->icap) {
         uint32_t *i2 = realloc(kp->idx, k * sizeof(uint32_t));
@@ -190,6 +192,13 @@ static int keep(kept_t *kp, const uint32_t *idx, const float *val, size_t k)
             return -1;
         kp->val = v2, kp->vcap = k;
     }
+    return 0;
+}
+
+static int keep(kept_t *kp, const uint32_t *idx, const float *val, size_t k)
+{
+    if (reserve(kp, k))
+        return -1;
     memcpy(kp->idx, idx, k * sizeof(uint32_t));
     memcpy(kp->val, val, k * sizeof(float));
     kp->k = k;
@@ -234,7 +243,8 @@ terse_status_t terse_sasg_step(terse_sasg_t *s, const float *theta, const float 
     }
     if (st != TERSE_OK)
         return st;
-    /* everyone's lists; a skip keeps the last one, which must exist */
+    /* everyone's lists; a skip keeps the last one, which must exist. Checks
+     * and allocations first, then the lists change (all or none). */
     for (int i = 0; i < s->n; i++) {
         const terse_sparse_part_t *pt = &s->sp->parts[i];
         if (pt->kind == TERSE_SPMSG_SKIP && s->step < (uint64_t)s->p.D) {
@@ -250,9 +260,13 @@ terse_status_t terse_sasg_step(terse_sasg_t *s, const float *theta, const float 
             for (size_t j = 0; j < s->len; j++)
                 s->iota[j] = (uint32_t)j;
         }
-        if ((pt->kind == TERSE_SPMSG_LIST || pt->kind == TERSE_SPMSG_DENSE) &&
-            keep(&s->kept[i], pt->kind == TERSE_SPMSG_DENSE ? s->iota : pt->idx, pt->val, pt->k))
+        if ((pt->kind == TERSE_SPMSG_LIST || pt->kind == TERSE_SPMSG_DENSE) && reserve(&s->kept[i], pt->k))
             return TERSE_ERR_NO_MEMORY;
+    }
+    for (int i = 0; i < s->n; i++) {
+        const terse_sparse_part_t *pt = &s->sp->parts[i];
+        if (pt->kind == TERSE_SPMSG_LIST || pt->kind == TERSE_SPMSG_DENSE)
+            keep(&s->kept[i], pt->kind == TERSE_SPMSG_DENSE ? s->iota : pt->idx, pt->val, pt->k);
     }
     if (up) {
         /* error memory: what the top-k left out (after value coding) */
@@ -406,6 +420,8 @@ terse_status_t terse_sasg_load(terse_sasg_t *s, const void *buf, size_t len)
             if (ix >= s->len)
                 return TERSE_ERR_INVALID_ARG;
         }
+        if (reserve(&s->kept[i], (size_t)k)) /* before anything changes */
+            return TERSE_ERR_NO_MEMORY;
         r += 8 + k * 8;
     }
     if (r != len - 8)
@@ -420,8 +436,7 @@ terse_status_t terse_sasg_load(terse_sasg_t *s, const void *buf, size_t len)
     for (int i = 0; i < s->n; i++) {
         uint64_t k;
         memcpy(&k, in + r, 8);
-        if (keep(&s->kept[i], (const uint32_t *)(const void *)(in + r + 8), (const float *)(const void *)(in + r + 8 + k * 4), k))
-            return TERSE_ERR_NO_MEMORY;
+        keep(&s->kept[i], (const uint32_t *)(const void *)(in + r + 8), (const float *)(const void *)(in + r + 8 + k * 4), k);
         r += 8 + k * 8;
     }
     s->step = h.step, s->uploads = h.uploads, s->skips = h.skips, s->p.lr = h.lr;
