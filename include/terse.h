@@ -407,6 +407,7 @@ typedef enum terse_compressed_algo {
 } terse_compressed_algo_t;
 
 typedef struct terse_compressed_params {
+    size_t struct_size;         /* set by terse_compressed_params_init (the struct can grow) */
     const char *codec;          /* see above; default "cnat8" */
     const char *server_codec;   /* owner re-compression; NULL: same as codec */
     double ratio;               /* topk / randk density in (0, 1]; default 0.01 */
@@ -513,6 +514,7 @@ typedef enum terse_sparse_values {
 } terse_sparse_values_t;
 
 typedef struct terse_sparse_params {
+    size_t struct_size;           /* set by terse_sparse_params_init (the struct can grow) */
     terse_sparse_values_t values; /* default FP32 */
     int dense_switch;             /* accumulate mode: send the dense vector when it is
                                    * smaller than the list (SparCML's switch); default 1 */
@@ -565,6 +567,7 @@ TERSE_API terse_status_t terse_sparse_stats(const terse_sparse_t *s, terse_spars
 typedef struct terse_sasg terse_sasg_t;
 
 typedef struct terse_sasg_params {
+    size_t struct_size;           /* set by terse_sasg_params_init (the struct can grow) */
     double ratio;                 /* top-k density (default 0.01) */
     int D;                        /* window and forced-refresh period (default 10) */
     double lr;                    /* alpha (default 0.005) */

@@ -291,27 +291,18 @@ int terse_comm_rank(const terse_comm_t *comm) { return comm ? comm->rank : -1; }
 int terse_comm_size(const terse_comm_t *comm) { return comm ? comm->size : -1; }
 const char *terse_comm_transport(const terse_comm_t *comm) { return comm ? comm->ctx->tp_ops->name : "none"; }
 
-int terse_comm_local_rank(const terse_comm_t *comm)
+/* Ranks below `upto` in comm on this process's host. */
+static int same_host_below(const terse_comm_t *comm, int upto)
 {
-    if (!comm)
-        return -1;
     const uint64_t *host = comm->ctx->host, me = host[comm->ctx->rank];
     int k = 0;
-    for (int r = 0; r < comm->rank; r++)
+    for (int r = 0; r < upto; r++)
         k += host[comm->world[r]] == me;
     return k;
 }
 
-int terse_comm_local_size(const terse_comm_t *comm)
-{
-    if (!comm)
-        return -1;
-    const uint64_t *host = comm->ctx->host, me = host[comm->ctx->rank];
-    int k = 0;
-    for (int r = 0; r < comm->size; r++)
-        k += host[comm->world[r]] == me;
-    return k;
-}
+int terse_comm_local_rank(const terse_comm_t *comm) { return comm ? same_host_below(comm, comm->rank) : -1; }
+int terse_comm_local_size(const terse_comm_t *comm) { return comm ? same_host_below(comm, comm->size) : -1; }
 
 int terse_comm_node_count(const terse_comm_t *comm)
 {

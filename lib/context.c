@@ -1,8 +1,8 @@
 /*
  * context.c - the world context's life cycle: resolve identity from the API
  * and the launcher's environment, choose and open the transport, allocate
- * the registered receive slots, exchange every rank's address, receive key
- * and host through the out-of-band allgather (the caller's hook, or the TCP
+ * the send headers, exchange every rank's address and host through the
+ * out-of-band allgather (the caller's hook, or the TCP
  * rendezvous at rank 0 behind the same shape), connect; goodbye and release.
  */
 #include "context.h"
@@ -27,10 +27,10 @@
 /* TERSE_STASH_LIMIT's default: chunks parked off their slots (executor.c) */
 #define STASH_LIMIT_DEFAULT ((size_t)256 << 20)
 
-/* What every rank tells every other at start-up. */
+/* What every rank tells every other at start-up (receive keys travel with
+ * the connections, made when a peer is first used). */
 typedef struct ctx_blob {
     char addr[TERSE_TP_ADDR_MAX]; /* transport address */
-    char rkey[TERSE_TP_RKEY_MAX]; /* key of its receive slots */
     char tp_name[16];
     uint64_t host;                /* host identity (node awareness) */
     uint64_t nonce;
@@ -220,38 +220,42 @@ static void default_bind_ip(char *ip, size_t len)
 
 /* ---- slots and teardown ----------------------------------------------- */
 
+/* terse_tp_slots_fn: a peer connects; its receive slots, on the NIC's NUMA
+ * node when the transport has one. */
+static void *slots_for(void *arg, int peer, size_t *len)
+{
+    terse_ctx_t *ctx = arg;
+    *len = ctx->slots_len;
+    if (peer < 0 || peer >= ctx->size || peer == ctx->rank)
+        return NULL;
+    if (!ctx->slots[peer])
+        ctx->slots[peer] = terse__topo_alloc(ctx->tp_ops->device(ctx->tp), ctx->slots_len);
+    return ctx->slots[peer];
+}
+
 static terse_status_t setup_slots(terse_ctx_t *ctx)
 {
     ctx->chunk = ctx->cfg.chunk_size;
     ctx->nslots = ctx->cfg.slots;
     ctx->slot_stride = TERSE_HDR_SIZE + ctx->chunk;
+    ctx->slots_len = (size_t)ctx->nslots * ctx->slot_stride;
     size_t nslot = (size_t)ctx->size * (size_t)ctx->nslots;
-    size_t rlen = nslot * ctx->slot_stride;
-    /* on the NIC's NUMA node when the transport has one */
-    ctx->recv_len = rlen;
-    ctx->recv_region = terse__topo_alloc(ctx->tp_ops->device(ctx->tp), rlen);
+    ctx->slots = calloc((size_t)ctx->size, sizeof(char *));
     ctx->hdr_region = aligned_alloc(64, nslot * TERSE_HDR_SIZE);
-    ctx->rkeys = calloc((size_t)ctx->size, TERSE_TP_RKEY_MAX);
     ctx->chans = calloc((size_t)ctx->size, sizeof(terse_chan_t));
     ctx->host = calloc((size_t)ctx->size, sizeof(uint64_t));
     ctx->owed = calloc((size_t)ctx->size, sizeof(int));
     ctx->ready = calloc((size_t)ctx->size, sizeof(int));
-    if (!ctx->recv_region || !ctx->hdr_region || !ctx->rkeys || !ctx->chans || !ctx->host || !ctx->owed ||
-        !ctx->ready)
+    if (!ctx->slots || !ctx->hdr_region || !ctx->chans || !ctx->host || !ctx->owed || !ctx->ready)
         return TERSE_ERR_NO_MEMORY;
     memset(ctx->hdr_region, 0, nslot * TERSE_HDR_SIZE);
-    terse_status_t st = ctx->tp_ops->mem_reg(ctx->tp, ctx->recv_region, rlen, &ctx->recv_mr);
-    if (st == TERSE_OK)
-        st = ctx->tp_ops->mem_reg(ctx->tp, ctx->hdr_region, nslot * TERSE_HDR_SIZE, &ctx->hdr_mr);
-    return st;
+    return ctx->tp_ops->mem_reg(ctx->tp, ctx->hdr_region, nslot * TERSE_HDR_SIZE, &ctx->hdr_mr);
 }
 
 static void ctx_free(terse_ctx_t *ctx)
 {
     if (ctx->tp) {
         terse__memreg_clear(ctx);
-        if (ctx->recv_mr)
-            ctx->tp_ops->mem_dereg(ctx->tp, ctx->recv_mr);
         if (ctx->hdr_mr)
             ctx->tp_ops->mem_dereg(ctx->tp, ctx->hdr_mr);
         ctx->tp_ops->close(ctx->tp, terse__now() + (ctx->cfg.timeout_sec < 10 ? ctx->cfg.timeout_sec : 10));
@@ -262,9 +266,11 @@ static void ctx_free(terse_ctx_t *ctx)
             ctx->chans[p].stash_head = s->next;
             free(s);
         }
-    terse__topo_free(ctx->recv_region, ctx->recv_len);
+    for (int p = 0; ctx->slots && p < ctx->size; p++)
+        if (ctx->slots[p])
+            terse__topo_free(ctx->slots[p], ctx->slots_len);
+    free(ctx->slots);
     free(ctx->hdr_region);
-    free(ctx->rkeys);
     free(ctx->chans);
     free(ctx->host);
     free(ctx->owed);
@@ -285,8 +291,6 @@ static terse_status_t meet_and_connect(terse_ctx_t *ctx, const terse_oob_coll_t 
     size_t alen = 0;
     if (st == TERSE_OK)
         st = ctx->tp_ops->address(ctx->tp, mine.addr, &alen);
-    if (st == TERSE_OK)
-        st = ctx->tp_ops->mem_rkey(ctx->tp, ctx->recv_mr, mine.rkey);
     snprintf(mine.tp_name, sizeof(mine.tp_name), "%s", ctx->tp_ops->name);
     mine.host = terse__host_id(host);
     if (st == TERSE_OK && ctx->size > 1)
@@ -303,7 +307,6 @@ static terse_status_t meet_and_connect(terse_ctx_t *ctx, const terse_oob_coll_t 
     if (st == TERSE_OK) {
         for (int r = 0; r < ctx->size; r++) {
             blobs[r] = all[r].addr;
-            memcpy(ctx->rkeys + (size_t)r * TERSE_TP_RKEY_MAX, all[r].rkey, TERSE_TP_RKEY_MAX);
             ctx->host[r] = all[r].host;
         }
         st = ctx->tp_ops->connect(ctx->tp, blobs, deadline);
@@ -411,7 +414,7 @@ terse_status_t terse__ctx_create(const terse_comm_params_t *params_in, terse_ctx
                              .ib_gid_index = ctx->cfg.ib_gid_index, .ib_timeout = ctx->cfg.ib_timeout,
                              .ib_retry = ctx->cfg.ib_retry,
                              .place = ctx->cfg.tcp_place ? terse__exec_place : NULL, .place_arg = ctx,
-                             .place_head = TERSE_HDR_SIZE};
+                             .place_head = TERSE_HDR_SIZE, .slots = slots_for};
     st = ctx->tp_ops->open(&tpp, &ctx->tp);
     if (st == TERSE_OK)
         st = setup_slots(ctx);
@@ -437,9 +440,10 @@ void terse__ctx_release(terse_ctx_t *ctx)
     TERSE_INFO(COLL, "rank %d: registrations %llu, zero-copy sends %llu, bounce sends %llu", ctx->rank,
                (unsigned long long)ctx->reg_created, (unsigned long long)ctx->reg_hits,
                (unsigned long long)ctx->reg_misses);
-    /* Say goodbye so peers can tell a clean exit from a crash. */
+    /* Say goodbye so peers can tell a clean exit from a crash (those this
+     * rank never wrote to wait for nothing from it). */
     for (int p = 0; p < ctx->size; p++)
-        if (p != ctx->rank && !ctx->chans[p].lost)
-            ctx->tp_ops->write_notify(ctx->tp, p, NULL, 0, NULL, 0, TERSE_IMM(TERSE_IMM_BYE, 0), UINT64_MAX);
+        if (p != ctx->rank && !ctx->chans[p].lost && ctx->chans[p].talked)
+            ctx->tp_ops->write_notify(ctx->tp, p, NULL, 0, 0, TERSE_IMM(TERSE_IMM_BYE, 0), UINT64_MAX);
     ctx_free(ctx);
 }

@@ -30,6 +30,7 @@ typedef struct terse_chan {
     int bye;                     /* peer is shutting down cleanly */
     int lost;                    /* connection gone */
     int fenced;                  /* excluded by a shrink: nothing from it is read */
+    int talked;                  /* this rank wrote to it: it gets a goodbye */
     uint32_t abort_seq;          /* from the peer's last ABORT_SEQ */
     uint64_t abort_comm;         /* from the peer's last ABORT_COMM_HI/LO */
     struct terse_stash *stash_head, *stash_tail; /* chunks moved out of their slot */
@@ -66,12 +67,10 @@ typedef struct terse_ctx {
     size_t chunk;        /* payload bytes per slot */
     int nslots;          /* slots per peer */
     size_t slot_stride;  /* header + payload */
-    char *recv_region;   /* size * nslots slots, indexed by sender */
-    size_t recv_len;
-    terse_tp_mr_t *recv_mr;
+    char **slots;        /* [size]: nslots receive slots for each peer, NULL until it connects */
+    size_t slots_len;    /* bytes of one peer's slots */
     char *hdr_region;    /* send headers: size * nslots */
     terse_tp_mr_t *hdr_mr;
-    char *rkeys;         /* size * TERSE_TP_RKEY_MAX: peers' receive regions */
     terse_chan_t *chans;
     uint64_t *host;      /* host identity of every world rank */
     int *owed, nowed;    /* channels with credits to return */

@@ -33,10 +33,10 @@ static inline void op_done(terse_request_t *req, terse_sched_op_t *o)
     req->remaining--;
 }
 
+/* Slot k of peer's receive slots (they exist once it sent anything). */
 static inline char *slot_at(const terse_ctx_t *ctx, int peer, uint64_t k)
 {
-    return ctx->recv_region +
-           ((size_t)peer * (size_t)ctx->nslots + (size_t)(k % (uint64_t)ctx->nslots)) * ctx->slot_stride;
+    return ctx->slots[peer] + (size_t)(k % (uint64_t)ctx->nslots) * ctx->slot_stride;
 }
 
 static terse_request_t *find_req(const terse_ctx_t *ctx, const terse_comm_t *comm, uint32_t seq)
@@ -166,10 +166,11 @@ static int issue_sends(terse_ctx_t *ctx)
                 /* registered source memory goes out zero-copy */
                 terse_tp_mr_t *src_mr = o->bytes ? terse__memreg_find(ctx, o->src, o->bytes) : NULL;
                 terse_tp_iov_t iov[2] = {{h, TERSE_HDR_SIZE, ctx->hdr_mr}, {o->src, o->bytes, src_mr}};
-                uint64_t off = ((size_t)ctx->rank * (size_t)ctx->nslots + slot) * ctx->slot_stride;
+                uint64_t off = (uint64_t)slot * ctx->slot_stride;
+                ch->talked = 1;
                 terse_status_t st = ctx->tp_ops->write_notify(
-                    ctx->tp, p, iov, o->bytes ? 2 : 1, ctx->rkeys + (size_t)p * TERSE_TP_RKEY_MAX,
-                    off, TERSE_IMM(TERSE_IMM_DATA, slot), ((uint64_t)req->serial << 32) | (uint32_t)oi);
+                    ctx->tp, p, iov, o->bytes ? 2 : 1, off, TERSE_IMM(TERSE_IMM_DATA, slot),
+                    ((uint64_t)req->serial << 32) | (uint32_t)oi);
                 if (st == TERSE_IN_PROGRESS)
                     break; /* no resource now (bounce pool): retry after completions */
                 if (st != TERSE_OK) {
@@ -530,9 +531,11 @@ static void return_credits(terse_ctx_t *ctx, int all)
             ctx->owed[keep++] = p;
             continue;
         }
-        if (ch->credits_owed && !ch->lost && !ch->bye)
-            ctx->tp_ops->write_notify(ctx->tp, p, NULL, 0, NULL, 0,
-                                      TERSE_IMM(TERSE_IMM_CREDIT, ch->credits_owed), UINT64_MAX);
+        if (ch->credits_owed && !ch->lost && !ch->bye) {
+            ch->talked = 1;
+            ctx->tp_ops->write_notify(ctx->tp, p, NULL, 0, 0, TERSE_IMM(TERSE_IMM_CREDIT, ch->credits_owed),
+                                      UINT64_MAX);
+        }
         ch->credits_owed = 0;
         ch->owed_listed = 0;
     }
@@ -701,9 +704,11 @@ void terse__exec_fail(terse_comm_t *comm, terse_status_t st, int culprit, uint32
                            TERSE_IMM(TERSE_IMM_ABORT, (c << 8) | ((uint32_t)(-st) & 0xff))};
         for (int q = 0; q < comm->size; q++) {
             int p = comm->world[q];
-            if (p != ctx->rank && !ctx->chans[p].lost && !ctx->chans[p].fenced)
+            if (p != ctx->rank && !ctx->chans[p].lost && !ctx->chans[p].fenced) {
+                ctx->chans[p].talked = 1;
                 for (int i = 0; i < 4; i++)
-                    ctx->tp_ops->write_notify(ctx->tp, p, NULL, 0, NULL, 0, imm[i], UINT64_MAX);
+                    ctx->tp_ops->write_notify(ctx->tp, p, NULL, 0, 0, imm[i], UINT64_MAX);
+            }
         }
     }
 }

@@ -38,13 +38,11 @@ static void inject(terse_comm_t *comm, wire_case_t c)
 {
     terse_ctx_t *ctx = comm->ctx;
     int fd = ctx->tp->peers[0].out_fd; /* opened by the good call */
-    tcp_rkey_t k;
-    memcpy(&k, ctx->rkeys, sizeof(k)); /* rank 0's receive region */
     uint32_t slot = (uint32_t)(ctx->chans[0].sent % (uint64_t)ctx->nslots);
-    uint64_t off = ((size_t)ctx->rank * (size_t)ctx->nslots + slot) * ctx->slot_stride;
+    uint64_t off = (uint64_t)slot * ctx->slot_stride; /* in rank 0's slots for this rank */
     char payload[TERSE_HDR_SIZE + 16];
     memset(payload, 0, sizeof(payload));
-    tcp_frame_t f = {TERSE_TCP_MAGIC, TERSE_IMM(TERSE_IMM_DATA, slot), off, sizeof(payload), k.key};
+    tcp_frame_t f = {TERSE_TCP_MAGIC, TERSE_IMM(TERSE_IMM_DATA, slot), off, sizeof(payload), TERSE_TCP_SLOTS_KEY};
     switch (c) {
     case W_GARBAGE: {
         char junk[512];
@@ -54,7 +52,7 @@ static void inject(terse_comm_t *comm, wire_case_t c)
         return;
     }
     case W_BAD_KEY: f.key = 999; break;
-    case W_BAD_OFFSET: f.off = k.len - 8; break;
+    case W_BAD_OFFSET: f.off = ctx->slots_len - 8; break;
     case W_BAD_SLOT: f.imm = TERSE_IMM(TERSE_IMM_DATA, slot + 1); break;
     case W_BAD_HEADER: memset(payload, 0xab, sizeof(payload)); break;
     case W_BAD_CREDIT: f.imm = TERSE_IMM(TERSE_IMM_CREDIT, 1000); f.len = 0; break;

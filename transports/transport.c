@@ -92,7 +92,7 @@ terse_status_t terse__tp_admit(const terse_tp_params_t *params, int wellformed, 
         return TERSE_ERR_PROTOCOL;
     if (secret_hash != params->secret_hash)
         return TERSE_ERR_AUTH;
-    if (size != params->size || rank <= params->rank || rank >= size)
+    if (size != params->size || rank < 0 || rank >= size || rank == params->rank)
         return TERSE_ERR_AUTH;
     return TERSE_OK;
 }

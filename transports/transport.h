@@ -22,7 +22,6 @@
 #include <stdint.h>
 
 #define TERSE_TP_ADDR_MAX 64 /* bytes of a transport address blob */
-#define TERSE_TP_RKEY_MAX 32 /* bytes of a packed remote key */
 
 typedef struct terse_tp terse_tp_t;
 typedef struct terse_tp_mr terse_tp_mr_t;
@@ -37,11 +36,22 @@ typedef struct terse_tp_mr terse_tp_mr_t;
  */
 typedef void *(*terse_tp_place_fn)(void *arg, int peer, void *head, size_t head_len, size_t rest_len);
 
+/*
+ * Receive slots for one peer, asked for once, when that peer first connects
+ * to this rank: the layer above hands out *len bytes (it sets *len) that the
+ * transport registers for the peer's writes and makes known to it (verbs: in
+ * the connection's private data). Memory then grows with the peers that
+ * talk to this rank, not with the job. NULL: out of memory (the connection
+ * is refused).
+ */
+typedef void *(*terse_tp_slots_fn)(void *arg, int peer, size_t *len);
+
 typedef struct terse_tp_params {
     int rank, size;
     terse_tp_place_fn place;
     void *place_arg;
     size_t place_head;
+    terse_tp_slots_fn slots; /* with place_arg */
     uint64_t secret_hash;  /* every connection must present it */
     const char *bind_addr; /* IPv4 to listen on ("" = any) */
     size_t sockbuf;        /* TCP socket buffers */
@@ -104,16 +114,16 @@ typedef struct terse_tp_ops {
     void (*stats)(terse_tp_t *tp, terse_tp_stats_t *stats);
     terse_status_t (*mem_reg)(terse_tp_t *tp, void *buf, size_t len, terse_tp_mr_t **mr);
     void (*mem_dereg)(terse_tp_t *tp, terse_tp_mr_t *mr);
-    /* Pack the key a peer needs to write into mr (TERSE_TP_RKEY_MAX bytes). */
-    terse_status_t (*mem_rkey)(terse_tp_t *tp, terse_tp_mr_t *mr, void *rkey);
-    /* Gather iov into peer's memory at rkey + remote_off, then notify with imm.
+    /* Gather iov into the peer's receive slots for this rank (see
+     * terse_tp_slots_fn) at remote_off, then notify with imm.
      * A write of zero bytes only notifies. Completion comes as SEND_DONE with
-     * cookie. Writes to one peer land and notify in the order posted.
+     * cookie. Writes to one peer land and notify in the order posted; a
+     * write to a peer not connected yet opens the connection and waits for
+     * it in the transport's queue.
      * TERSE_IN_PROGRESS: no resource now (verbs: the bounce pool is empty);
      * nothing was queued - retry after progress() returned completions. */
     terse_status_t (*write_notify)(terse_tp_t *tp, int peer, const terse_tp_iov_t *iov, int niov,
-                                   const void *rkey, uint64_t remote_off, uint32_t imm,
-                                   uint64_t cookie);
+                                   uint64_t remote_off, uint32_t imm, uint64_t cookie);
     /* Stop reading the caller's memory for queued writes to peer for which
      * drop(arg, cookie) says 1 (notifications with cookie UINT64_MAX are not
      * asked about). The writes are still delivered, in order - the peer
@@ -134,8 +144,8 @@ typedef struct terse_tp_ops {
 } terse_tp_ops_t;
 
 /* The admission rule both transports apply to an incoming connection: the
- * hello must be well-formed, carry this job's secret, and come from a higher
- * rank of a job of the same size (lower ranks accept, higher ranks connect).
+ * hello must be well-formed, carry this job's secret, and come from another
+ * rank of a job of the same size (any rank may connect first, on first use).
  * Whether that rank is already connected is the caller's to check. */
 terse_status_t terse__tp_admit(const terse_tp_params_t *params, int wellformed, uint64_t secret_hash,
                                int rank, int size);

@@ -7,6 +7,7 @@
 #include "compressed.h"
 #include "../coll/coll.h"
 #include "../log.h"
+#include "../params.h"
 #include "../net.h"
 
 #include <math.h>
@@ -20,6 +21,7 @@ void terse_compressed_params_init(terse_compressed_params_t *p)
     if (!p)
         return;
     memset(p, 0, sizeof(*p));
+    p->struct_size = sizeof(*p);
     p->codec = "cnat8";
     p->ratio = 0.01;
     p->levels = 8;
@@ -184,10 +186,9 @@ terse_status_t terse_compressed_create(terse_comm_t *comm, size_t count,
     if (comm->error != TERSE_OK)
         return comm->error;
     terse_compressed_params_t p;
+    terse_compressed_params_init(&p);
     if (params)
-        p = *params;
-    else
-        terse_compressed_params_init(&p);
+        terse__params_copy(&p, params, sizeof(p));
     if (p.bucket == 0)
         p.bucket = 512;
     if (count > ((size_t)1 << 34))

@@ -1,26 +1,25 @@
 /*
  * compressed_state.c - checkpoint and restore of a compressed allreduce.
  *
- * Layout (host byte order; a checkpoint is for the same kind of machine):
- *   "TRSECMP1", u32 version, rank, size, 0, u64 count, parameter signature,
- *   steps, error averages, bytes (total, last), both random streams
- *   (seed, counter), u64 owned chunk length,
- *   float e[count], float server residual[owned], u64 hash of all before.
+ * Layout, in the shared frame of checkpoint.h:
+ *   identity ("TRSECMP1", version 2, rank, size), u64 count, parameter
+ *   signature, steps, error averages, bytes (total, last), both random
+ *   streams (seed, counter), u64 owned chunk length,
+ *   float e[count], float server residual[owned], hash of all before.
  * Restoring into a handle with another rank, size, count or parameters is
  * refused: the resumed run would not be the one that was saved.
  */
 #include "compressed.h"
+#include "../checkpoint.h"
 #include "../log.h"
-#include "../net.h"
 
 #include <string.h>
 
 #define STATE_MAGIC "TRSECMP1"
-#define STATE_VERSION 1u
+#define STATE_VERSION 2u
 
 typedef struct state_hdr {
-    char magic[8];
-    uint32_t version, rank, size, pad;
+    terse_ckpt_id_t id;
     uint64_t count, sig;
     uint64_t steps, error_averages, bytes_total, bytes_last;
     uint64_t rng[4];
@@ -31,7 +30,7 @@ size_t terse_compressed_state_size(const terse_compressed_t *c)
 {
     if (!c)
         return 0;
-    return sizeof(state_hdr_t) + (c->count + c->len[c->r]) * sizeof(float) + sizeof(uint64_t);
+    return sizeof(state_hdr_t) + (c->count + c->len[c->r]) * sizeof(float) + TERSE_CKPT_TRAILER;
 }
 
 terse_status_t terse_compressed_save(const terse_compressed_t *c, void *buf, size_t len)
@@ -41,10 +40,7 @@ terse_status_t terse_compressed_save(const terse_compressed_t *c, void *buf, siz
     size_t own = c->len[c->r];
     state_hdr_t h;
     memset(&h, 0, sizeof(h));
-    memcpy(h.magic, STATE_MAGIC, 8);
-    h.version = STATE_VERSION;
-    h.rank = (uint32_t)c->r;
-    h.size = (uint32_t)c->n;
+    terse__ckpt_id(&h.id, STATE_MAGIC, STATE_VERSION, c->r, c->n);
     h.count = c->count;
     h.sig = c->sig;
     h.steps = c->steps;
@@ -58,9 +54,7 @@ terse_status_t terse_compressed_save(const terse_compressed_t *c, void *buf, siz
     memcpy(o, &h, sizeof(h));
     memcpy(o + sizeof(h), c->e, c->count * sizeof(float));
     memcpy(o + sizeof(h) + c->count * sizeof(float), c->se, own * sizeof(float));
-    size_t body = sizeof(h) + (c->count + own) * sizeof(float);
-    uint64_t sum = terse__hash64(o, body, 0x73746174ull);
-    memcpy(o + body, &sum, sizeof(sum));
+    terse__ckpt_seal(o, sizeof(h) + (c->count + own) * sizeof(float));
     return TERSE_OK;
 }
 
@@ -75,16 +69,12 @@ terse_status_t terse_compressed_load(terse_compressed_t *c, const void *buf, siz
     if (!c || !buf)
         return TERSE_ERR_INVALID_ARG;
     size_t want = terse_compressed_state_size(c), own = c->len[c->r];
+    if (terse__ckpt_check(buf, len, STATE_MAGIC, STATE_VERSION, c->r, c->n, "compressed_load") != TERSE_OK)
+        return TERSE_ERR_INVALID_ARG;
     state_hdr_t h;
     if (len < sizeof(h))
         REFUSE("%zu bytes is too short for a checkpoint", len);
     memcpy(&h, buf, sizeof(h));
-    if (memcmp(h.magic, STATE_MAGIC, 8) != 0)
-        REFUSE("not a terse compressed-allreduce checkpoint");
-    if (h.version != STATE_VERSION)
-        REFUSE("checkpoint version %u, this library reads %u", h.version, STATE_VERSION);
-    if (h.rank != (uint32_t)c->r || h.size != (uint32_t)c->n)
-        REFUSE("checkpoint of rank %u of %u, this is rank %d of %d", h.rank, h.size, c->r, c->n);
     if (h.count != c->count || h.own != own)
         REFUSE("checkpoint of %llu values, this handle has %zu", (unsigned long long)h.count, c->count);
     if (h.sig != c->sig)
@@ -92,11 +82,6 @@ terse_status_t terse_compressed_load(terse_compressed_t *c, const void *buf, siz
     if (len != want)
         REFUSE("checkpoint is %zu bytes, expected %zu", len, want);
     const char *in = buf;
-    size_t body = want - sizeof(uint64_t);
-    uint64_t sum;
-    memcpy(&sum, in + body, sizeof(sum));
-    if (sum != terse__hash64(in, body, 0x73746174ull))
-        REFUSE("checkpoint is corrupt (checksum)");
     memcpy(c->e, in + sizeof(h), c->count * sizeof(float));
     memcpy(c->se, in + sizeof(h) + c->count * sizeof(float), own * sizeof(float));
     c->steps = h.steps;

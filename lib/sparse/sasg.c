@@ -9,8 +9,10 @@
  * same bits and the same threshold.
  */
 #include "sparse.h"
+#include "../checkpoint.h"
 #include "../executor.h"
 #include "../log.h"
+#include "../params.h"
 #include "../net.h"
 
 #include <math.h>
@@ -47,6 +49,7 @@ void terse_sasg_params_init(terse_sasg_params_t *p)
     if (!p)
         return;
     memset(p, 0, sizeof(*p));
+    p->struct_size = sizeof(*p);
     p->ratio = 0.01;
     p->D = 10;
     p->lr = 0.005;
@@ -62,10 +65,9 @@ terse_status_t terse_sasg_create(terse_comm_t *comm, size_t n, const terse_sasg_
         return TERSE_ERR_INVALID_ARG;
     *out = NULL;
     terse_sasg_params_t p;
+    terse_sasg_params_init(&p);
     if (params)
-        p = *params;
-    else
-        terse_sasg_params_init(&p);
+        terse__params_copy(&p, params, sizeof(p));
     if (!(p.ratio > 0 && p.ratio <= 1) || p.D < 1 || p.D > 100000 || !(p.lr > 0) || !(p.c > 0)) {
         TERSE_WARN(COLL, "sasg_create: ratio %g (0, 1], D %d >= 1, lr %g > 0, c %g > 0 required", p.ratio, p.D,
                    p.lr, p.c);
@@ -337,12 +339,14 @@ terse_status_t terse_sasg_stats(const terse_sasg_t *s, terse_sasg_stats_t *stats
  */
 #define SASG_MAGIC "TRSESASG"
 
+#define SASG_VERSION 2u
+
 typedef struct {
-    char magic[8];
-    uint32_t version, rank, size, D;
+    terse_ckpt_id_t id; /* checkpoint.h's frame */
+    uint32_t D, pad;
     uint64_t len, sig, step, uploads, skips;
     double lr;
-    int32_t tau, wn, wpos, pad;
+    int32_t tau, wn, wpos, pad2;
     uint64_t rng[2], calls, bytes;
 } sasg_hdr_t;
 
@@ -350,7 +354,7 @@ size_t terse_sasg_state_size(const terse_sasg_t *s)
 {
     if (!s)
         return 0;
-    size_t sz = sizeof(sasg_hdr_t) + (size_t)s->p.D * sizeof(double) + 2 * s->len * sizeof(float) + 8;
+    size_t sz = sizeof(sasg_hdr_t) + (size_t)s->p.D * sizeof(double) + 2 * s->len * sizeof(float) + TERSE_CKPT_TRAILER;
     for (int i = 0; i < s->n; i++)
         sz += 8 + s->kept[i].k * 8;
     return sz;
@@ -362,8 +366,8 @@ terse_status_t terse_sasg_save(const terse_sasg_t *s, void *buf, size_t len)
         return TERSE_ERR_INVALID_ARG;
     sasg_hdr_t h;
     memset(&h, 0, sizeof(h));
-    memcpy(h.magic, SASG_MAGIC, 8);
-    h.version = 1, h.rank = (uint32_t)s->r, h.size = (uint32_t)s->n, h.D = (uint32_t)s->p.D;
+    terse__ckpt_id(&h.id, SASG_MAGIC, SASG_VERSION, s->r, s->n);
+    h.D = (uint32_t)s->p.D;
     h.len = s->len, h.sig = s->sig, h.step = s->step, h.uploads = s->uploads, h.skips = s->skips;
     h.lr = s->p.lr, h.tau = s->tau, h.wn = s->wn, h.wpos = s->wpos;
     h.rng[0] = s->sp->rng.seed, h.rng[1] = s->sp->rng.counter, h.calls = s->sp->calls, h.bytes = s->sp->bytes_sent;
@@ -380,8 +384,7 @@ terse_status_t terse_sasg_save(const terse_sasg_t *s, void *buf, size_t len)
         PUT(s->kept[i].idx, k * 4);
         PUT(s->kept[i].val, k * 4);
     }
-    uint64_t sum = terse__hash64(o, w, 0x73617367ull);
-    PUT(&sum, 8);
+    terse__ckpt_seal(o, w);
 #undef PUT
     return TERSE_OK;
 }
@@ -393,16 +396,11 @@ terse_status_t terse_sasg_load(terse_sasg_t *s, const void *buf, size_t len)
     const char *in = buf;
     sasg_hdr_t h;
     size_t fixed = sizeof(h) + (size_t)s->p.D * sizeof(double) + 2 * s->len * sizeof(float);
-    if (len < fixed + 8 || (memcpy(&h, in, sizeof(h)), memcmp(h.magic, SASG_MAGIC, 8)) || h.version != 1 ||
-        h.rank != (uint32_t)s->r || h.size != (uint32_t)s->n || h.D != (uint32_t)s->p.D || h.len != s->len ||
-        h.sig != s->sig) {
-        TERSE_WARN(COLL, "sasg_load: not a checkpoint of this rank, size, length and parameters");
+    if (terse__ckpt_check(buf, len, SASG_MAGIC, SASG_VERSION, s->r, s->n, "sasg_load") != TERSE_OK)
         return TERSE_ERR_INVALID_ARG;
-    }
-    uint64_t sum;
-    memcpy(&sum, in + len - 8, 8);
-    if (sum != terse__hash64(in, len - 8, 0x73617367ull)) {
-        TERSE_WARN(COLL, "sasg_load: checkpoint is corrupt (checksum)");
+    if (len < fixed + TERSE_CKPT_TRAILER || (memcpy(&h, in, sizeof(h)), h.D != (uint32_t)s->p.D) || h.len != s->len ||
+        h.sig != s->sig) {
+        TERSE_WARN(COLL, "sasg_load: checkpoint of another length or parameters");
         return TERSE_ERR_INVALID_ARG;
     }
     /* walk the per-rank lists before changing anything */

@@ -8,6 +8,7 @@
 #include "../coll/coll.h"
 #include "../dtype.h"
 #include "../log.h"
+#include "../params.h"
 #include "../net.h"
 
 #include <math.h>
@@ -21,6 +22,7 @@ void terse_sparse_params_init(terse_sparse_params_t *p)
     if (!p)
         return;
     memset(p, 0, sizeof(*p));
+    p->struct_size = sizeof(*p);
     p->values = TERSE_SPARSE_FP32;
     p->dense_switch = 1;
     p->seed = 0x737061727365ull;
@@ -40,10 +42,9 @@ terse_status_t terse_sparse_create(terse_comm_t *comm, size_t n, const terse_spa
     if (comm->error != TERSE_OK)
         return comm->error;
     terse_sparse_params_t p;
+    terse_sparse_params_init(&p);
     if (params)
-        p = *params;
-    else
-        terse_sparse_params_init(&p);
+        terse__params_copy(&p, params, sizeof(p));
     if (n == 0 || n > UINT32_MAX) {
         TERSE_WARN(COLL, "sparse_create: n = %zu must be in [1, 2^32 - 1]", n);
         return TERSE_ERR_INVALID_ARG;

@@ -9,12 +9,13 @@
 
 #define TERSE_TCP_MAGIC 0x54435046u /* frame magic */
 #define TERSE_TCP_HELLO 0x54435048u /* connection handshake magic */
-#define TERSE_TCP_VERSION 1
+#define TERSE_TCP_VERSION 2
+#define TERSE_TCP_SLOTS_KEY 0x534c4f54u /* "SLOT": the one region a frame may target */
 #define TERSE_TCP_MAX_IOV 4
 #define TERSE_TCP_GONE_GRACE 0.5 /* seconds a peer's last writes may still be accepted after its end */
 
-/* Emulated RDMA write: this header, then len payload bytes destined for
- * registered region `key` at offset `off`. */
+/* Emulated RDMA write: this header, then len payload bytes destined for the
+ * receiver's slots for this sender at offset `off` (key: TERSE_TCP_SLOTS_KEY). */
 typedef struct tcp_frame {
     uint32_t magic;
     uint32_t imm;
@@ -55,7 +56,9 @@ typedef struct tcp_peer {
     int out_dead; /* our connection ended (the peer left); its own may still hold data */
     double out_dead_at;
     tcp_send_t *sq_head, *sq_tail;
-    /* receive state machine: frame header, then payload straight into the region */
+    char *rbase;  /* this peer's receive slots here (from params.slots, at its connect) */
+    size_t rlen;
+    /* receive state machine: frame header, then payload straight into the slots */
     tcp_frame_t rframe;
     size_t rgot;
     char *rdst;
@@ -68,12 +71,6 @@ struct terse_tp_mr {
     char *base;
     size_t len;
 };
-
-typedef struct tcp_rkey {
-    uint32_t key;
-    uint32_t pad;
-    uint64_t len;
-} tcp_rkey_t;
 
 typedef struct tcp_addr {
     struct sockaddr_in sin;
@@ -102,7 +99,7 @@ struct terse_tp {
     int in_grace;         /* a peer's end awaits its grace period */
     uint64_t strays;      /* connections rejected (logged at a bounded rate) */
     double stray_logged;
-    terse_tp_mr_t **mrs; /* by key; NULL slots are free */
+    terse_tp_mr_t **mrs; /* by key: what this rank registered (nothing a peer writes to) */
     uint32_t nmrs;
     tcp_send_t *free_sends;
     terse_tp_evq_t pending; /* events found outside progress() */
@@ -115,8 +112,7 @@ terse_status_t terse__tcp_connect_peer(terse_tp_t *tp, int peer);
 void terse__tcp_accept_ready(terse_tp_t *tp);
 void terse__tcp_hello_ready(terse_tp_t *tp, int k);
 terse_status_t terse__tcp_write_notify(terse_tp_t *tp, int peer, const terse_tp_iov_t *iov,
-                                       int niov, const void *rkey, uint64_t remote_off,
-                                       uint32_t imm, uint64_t cookie);
+                                       int niov, uint64_t remote_off, uint32_t imm, uint64_t cookie);
 /* Push queued writes of one peer; returns -1 on a broken connection. */
 int terse__tcp_flush(terse_tp_t *tp, int peer, terse_tp_event_cb cb, void *arg);
 void terse__tcp_cancel(terse_tp_t *tp, int peer, terse_tp_drop_fn drop, void *arg);

@@ -68,8 +68,7 @@ int terse__tcp_flush(terse_tp_t *tp, int peer, terse_tp_event_cb cb, void *arg)
 }
 
 terse_status_t terse__tcp_write_notify(terse_tp_t *tp, int peer, const terse_tp_iov_t *iov,
-                                       int niov, const void *rkey, uint64_t remote_off,
-                                       uint32_t imm, uint64_t cookie)
+                                       int niov, uint64_t remote_off, uint32_t imm, uint64_t cookie)
 {
     tcp_peer_t *p = &tp->peers[peer];
     if (peer == tp->params.rank || niov > TERSE_TCP_MAX_IOV || niov < 0)
@@ -87,9 +86,6 @@ terse_status_t terse__tcp_write_notify(terse_tp_t *tp, int peer, const terse_tp_
         tp->free_sends = s->next;
     else if (!(s = malloc(sizeof(*s))))
         return TERSE_ERR_NO_MEMORY;
-    tcp_rkey_t k = {0, 0, 0};
-    if (rkey)
-        memcpy(&k, rkey, sizeof(k));
     size_t len = 0;
     s->niov = 1;
     for (int i = 0; i < niov; i++) {
@@ -99,12 +95,12 @@ terse_status_t terse__tcp_write_notify(terse_tp_t *tp, int peer, const terse_tp_
         s->iov[s->niov++].iov_len = iov[i].len;
         len += iov[i].len;
     }
-    if (len > UINT32_MAX || (len && remote_off + len > k.len)) {
+    if (len > UINT32_MAX) { /* the receiver checks the offset against its slots */
         s->next = tp->free_sends;
         tp->free_sends = s;
         return TERSE_ERR_INVALID_ARG;
     }
-    s->frame = (tcp_frame_t){TERSE_TCP_MAGIC, imm, remote_off, (uint32_t)len, k.key};
+    s->frame = (tcp_frame_t){TERSE_TCP_MAGIC, imm, remote_off, (uint32_t)len, TERSE_TCP_SLOTS_KEY};
     s->iov[0].iov_base = &s->frame;
     s->iov[0].iov_len = sizeof(s->frame);
     s->cur = 0;
@@ -211,16 +207,15 @@ static int read_peer(terse_tp_t *tp, int peer, terse_tp_event_cb cb, void *arg)
                 continue;
             /* Frame complete: validate before a single payload byte lands. */
             tcp_frame_t *f = &p->rframe;
-            terse_tp_mr_t *mr = f->key < tp->nmrs ? tp->mrs[f->key] : NULL;
-            if (f->magic != TERSE_TCP_MAGIC ||
-                (f->len && (!mr || f->off > mr->len || f->len > mr->len - f->off))) {
+            if (f->magic != TERSE_TCP_MAGIC || f->key != TERSE_TCP_SLOTS_KEY ||
+                (f->len && (f->off > p->rlen || f->len > p->rlen - f->off))) {
                 snprintf(why, sizeof(why),
                          "malformed frame from rank %d (magic %08x key %u off %llu len %u)", peer,
                          f->magic, f->key, (unsigned long long)f->off, f->len);
                 fail_peer(tp, peer, TERSE_ERR_PROTOCOL, why, cb, arg);
                 return events + 1;
             }
-            p->rdst = f->len ? mr->base + f->off : NULL;
+            p->rdst = f->len ? p->rbase + f->off : NULL;
             p->rleft = f->len;
             p->rrest = 0;
             if (tp->params.place && f->len > tp->params.place_head) {

@@ -176,8 +176,14 @@ void terse__tcp_hello_ready(terse_tp_t *tp, int k)
         pending_drop(tp, k, 1);
         return;
     }
+    tcp_peer_t *p = &tp->peers[h->rank];
+    if (!p->rbase && !(p->rbase = tp->params.slots(tp->params.place_arg, h->rank, &p->rlen))) {
+        stray(tp, "no memory for its receive slots", (int)h->rank, (int)h->size);
+        pending_drop(tp, k, 1);
+        return;
+    }
     tune_socket(tp, q->fd);
-    tp->peers[h->rank].in_fd = q->fd;
+    p->in_fd = q->fd;
     tp->nconnected++;
     pending_drop(tp, k, 0);
 }
@@ -225,14 +231,6 @@ static void tcp_mem_dereg(terse_tp_t *tp, terse_tp_mr_t *mr)
         return;
     tp->mrs[mr->key] = NULL;
     free(mr);
-}
-
-static terse_status_t tcp_mem_rkey(terse_tp_t *tp, terse_tp_mr_t *mr, void *rkey)
-{
-    (void)tp;
-    tcp_rkey_t k = {mr->key, 0, mr->len};
-    memcpy(rkey, &k, sizeof(k));
-    return TERSE_OK;
 }
 
 static void tcp_close(terse_tp_t *tp, double deadline)
@@ -301,7 +299,6 @@ const terse_tp_ops_t terse_tp_tcp_ops = {
     .stats = tcp_stats,
     .mem_reg = tcp_mem_reg,
     .mem_dereg = tcp_mem_dereg,
-    .mem_rkey = tcp_mem_rkey,
     .write_notify = terse__tcp_write_notify,
     .cancel = terse__tcp_cancel,
     .device = tcp_device,

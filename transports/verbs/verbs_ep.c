@@ -39,23 +39,21 @@ static void fail_peer(terse_tp_t *tp, int peer, terse_status_t st, const char *w
     emit(tp, &ev, cb, arg);
 }
 
-int terse__verbs_post_recvs(verbs_peer_t *p, int n, int peer)
-{
-    for (int i = 0; i < n; i++) {
-        struct ibv_recv_wr wr = {.wr_id = (uint64_t)peer, .sg_list = NULL, .num_sge = 0}, *bad;
-        if (ibv_post_recv(p->qp, &wr, &bad) != 0)
-            return -1;
-    }
-    return 0;
-}
-
-static int post(terse_tp_t *tp, int peer, struct ibv_send_wr *wr)
+/* Post on our connection, aiming at the peer's slots for us (known once up). */
+static int post(terse_tp_t *tp, int peer, struct ibv_send_wr *wr, uint64_t remote_off)
 {
     struct ibv_send_wr *bad;
     verbs_peer_t *p = &tp->peers[peer];
-    if (p->posted - p->completed >= TERSE_VERBS_SEND_DEPTH)
+    if (p->conn[VC_OUT].state != VC_UP || p->posted - p->completed >= TERSE_VERBS_SEND_DEPTH)
         return ENOMEM;
-    int rc = ibv_post_send(p->qp, wr, &bad);
+    size_t total = 0;
+    for (int i = 0; i < wr->num_sge; i++)
+        total += wr->sg_list[i].length;
+    if (total && remote_off + total > p->rlen)
+        return EINVAL;
+    wr->wr.rdma.remote_addr = total ? p->raddr + remote_off : 0;
+    wr->wr.rdma.rkey = p->rkey;
+    int rc = ibv_post_send(p->conn[VC_OUT].qp, wr, &bad);
     if (rc == 0)
         p->posted++;
     return rc;
@@ -68,7 +66,7 @@ static void flush_backlog(terse_tp_t *tp, int peer, terse_tp_event_cb cb, void *
     while (p->backlog && !p->failed) {
         verbs_pending_t *b = p->backlog;
         b->wr.sg_list = b->sge;
-        int rc = post(tp, peer, &b->wr);
+        int rc = post(tp, peer, &b->wr, b->remote_off);
         if (rc == ENOMEM)
             return;
         if (rc != 0) {
@@ -96,24 +94,27 @@ static void reap(terse_tp_t *tp)
 }
 
 terse_status_t terse__verbs_write_notify(terse_tp_t *tp, int peer, const terse_tp_iov_t *iov, int niov,
-                                         const void *rkey, uint64_t remote_off, uint32_t imm,
-                                         uint64_t cookie)
+                                         uint64_t remote_off, uint32_t imm, uint64_t cookie)
 {
     verbs_peer_t *p = &tp->peers[peer];
     if (peer == tp->params.rank || niov < 0 || niov > 2)
         return TERSE_ERR_INVALID_ARG;
-    if (p->failed || !p->qp)
+    if (p->failed)
         return TERSE_ERR_PEER_FAILED;
-    verbs_rkey_t k = {0, 0, 0, 0};
-    if (rkey)
-        memcpy(&k, rkey, sizeof(k));
+    /* first write to this peer: connect; writes queue until it is up */
+    if (p->conn[VC_OUT].state == VC_NONE && terse__verbs_cm_start(tp, peer) != TERSE_OK) {
+        char why[96];
+        snprintf(why, sizeof(why), "cannot connect to rank %d", peer);
+        fail_peer(tp, peer, TERSE_ERR_PEER_FAILED, why, NULL, NULL);
+        return TERSE_ERR_PEER_FAILED;
+    }
     size_t total = 0, unreg = 0;
     for (int i = 0; i < niov; i++) {
         total += iov[i].len;
         if (!iov[i].mr)
             unreg += iov[i].len;
     }
-    if (total > UINT32_MAX || (total && remote_off + total > k.len) || unreg > tp->bounce_slot)
+    if (total > UINT32_MAX || unreg > tp->bounce_slot)
         return TERSE_ERR_INVALID_ARG;
     struct ibv_sge sge[2];
     int nsge = 0, inl = total && total <= tp->max_inline, bounce = -1;
@@ -147,11 +148,9 @@ terse_status_t terse__verbs_write_notify(terse_tp_t *tp, int peer, const terse_t
                              .opcode = IBV_WR_RDMA_WRITE_WITH_IMM,
                              .send_flags = IBV_SEND_SIGNALED | (inl ? IBV_SEND_INLINE : 0),
                              .imm_data = htonl(imm)};
-    wr.wr.rdma.remote_addr = total ? k.addr + remote_off : 0;
-    wr.wr.rdma.rkey = k.rkey;
     /* Completions arrive in post order: remember what each one finishes. */
     uint64_t slot = (p->posted + (uint64_t)0) % TERSE_VERBS_SEND_DEPTH;
-    int rc = p->backlog ? ENOMEM : post(tp, peer, &wr);
+    int rc = p->backlog ? ENOMEM : post(tp, peer, &wr, remote_off);
     if (rc == ENOMEM) {
         verbs_pending_t *b = malloc(sizeof(*b));
         if (!b) {
@@ -161,6 +160,7 @@ terse_status_t terse__verbs_write_notify(terse_tp_t *tp, int peer, const terse_t
         }
         b->next = NULL;
         b->wr = wr;
+        b->remote_off = remote_off;
         memcpy(b->sge, sge, sizeof(sge));
         if (p->backlog_tail)
             p->backlog_tail->next = b;
@@ -184,22 +184,17 @@ terse_status_t terse__verbs_write_notify(terse_tp_t *tp, int peer, const terse_t
     return TERSE_OK;
 }
 
-static int peer_of_qp(terse_tp_t *tp, uint32_t qpn)
-{
-    for (int r = 0; r < tp->params.size; r++)
-        if (tp->peers[r].qp && tp->peers[r].qp->qp_num == qpn)
-            return r;
-    return -1;
-}
-
 static int handle_wc(terse_tp_t *tp, const struct ibv_wc *wc, terse_tp_event_cb cb, void *arg)
 {
-    int peer = peer_of_qp(tp, wc->qp_num);
+    int peer = terse__verbs_qp_peer(tp, wc->qp_num);
     if (peer < 0)
         return 0;
     verbs_peer_t *p = &tp->peers[peer];
     if (wc->status != IBV_WC_SUCCESS) {
-        if (!(wc->opcode & IBV_WC_RECV) && p->completed < p->posted) {
+        /* a failed send on our connection (the opcode of an error completion
+         * is undefined: the QP tells) - not a receive flushed from the peer's */
+        int is_send = p->conn[VC_OUT].qp && wc->qp_num == p->conn[VC_OUT].qp->qp_num;
+        if (is_send && p->completed < p->posted && p->inflight) {
             verbs_inflight_t *f = &p->inflight[p->completed % TERSE_VERBS_SEND_DEPTH];
             if (f->bounce >= 0)
                 tp->bounce_free[tp->nbounce_free++] = f->bounce;
@@ -215,7 +210,7 @@ static int handle_wc(terse_tp_t *tp, const struct ibv_wc *wc, terse_tp_event_cb 
     }
     if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
         terse_tp_event_t ev = {.type = TERSE_TP_EV_NOTIFY, .peer = peer, .imm = ntohl(wc->imm_data)};
-        if (terse__verbs_post_recvs(p, 1, peer) != 0)
+        if (!p->conn[VC_IN].qp || terse__verbs_post_recvs(p->conn[VC_IN].qp, 1, peer) != 0)
             fail_peer(tp, peer, TERSE_ERR_PEER_FAILED, "cannot re-post a receive", cb, arg);
         emit(tp, &ev, cb, arg);
         return 1;
@@ -233,44 +228,6 @@ static int handle_wc(terse_tp_t *tp, const struct ibv_wc *wc, terse_tp_event_cb 
     return 0;
 }
 
-/* Disconnects and errors reported by RDMA CM after set-up. */
-static int cm_events(terse_tp_t *tp, struct rdma_event_channel *ch, terse_tp_event_cb cb, void *arg)
-{
-    int n = 0;
-    struct rdma_cm_event *ev;
-    while (rdma_get_cm_event(ch, &ev) == 0) {
-        enum rdma_cm_event_type t = ev->event;
-        int peer = ev->id && ev->id != tp->listen_id ? (int)(intptr_t)ev->id->context : -1;
-        rdma_ack_cm_event(ev);
-        if (peer < 0 || peer >= tp->params.size)
-            continue;
-        if (t == RDMA_CM_EVENT_DISCONNECTED && !tp->peers[peer].disconnected_at) {
-            /* The disconnect travels apart from the data QP and can overtake
-             * the peer's last writes (its abort, its goodbye): keep draining
-             * the CQ for a moment before calling the peer gone. */
-            tp->peers[peer].disconnected_at = terse__now();
-        } else if (t == RDMA_CM_EVENT_DEVICE_REMOVAL || t == RDMA_CM_EVENT_CONNECT_ERROR) {
-            char why[96];
-            snprintf(why, sizeof(why), "connection to rank %d ended (%s)", peer, rdma_event_str(t));
-            fail_peer(tp, peer, TERSE_ERR_PEER_FAILED, why, cb, arg);
-            n++;
-        }
-    }
-    /* Disconnects whose grace period is over. */
-    double now = terse__now();
-    for (int r = 0; r < tp->params.size; r++) {
-        verbs_peer_t *p = &tp->peers[r];
-        if (p->disconnected_at > 0 && !p->failed && now - p->disconnected_at > TERSE_VERBS_DISCONNECT_GRACE) {
-            char why[96];
-            snprintf(why, sizeof(why), "connection to rank %d ended (%s)", r,
-                     rdma_event_str(RDMA_CM_EVENT_DISCONNECTED));
-            fail_peer(tp, r, TERSE_ERR_PEER_FAILED, why, cb, arg);
-            n++;
-        }
-    }
-    return n;
-}
-
 /* Asynchronous device events: fatal ones end the affected connections. */
 static int async_events(terse_tp_t *tp, terse_tp_event_cb cb, void *arg)
 {
@@ -281,7 +238,7 @@ static int async_events(terse_tp_t *tp, terse_tp_event_cb cb, void *arg)
         int peer = -1;
         if (t == IBV_EVENT_QP_FATAL || t == IBV_EVENT_QP_REQ_ERR || t == IBV_EVENT_QP_ACCESS_ERR ||
             t == IBV_EVENT_QP_LAST_WQE_REACHED)
-            peer = peer_of_qp(tp, ae.element.qp->qp_num);
+            peer = terse__verbs_qp_peer(tp, ae.element.qp->qp_num);
         ibv_ack_async_event(&ae);
         TERSE_WARN(NET, "verbs: async event: %s", ibv_event_type_str(t));
         char why[96];
@@ -291,7 +248,7 @@ static int async_events(terse_tp_t *tp, terse_tp_event_cb cb, void *arg)
             n++;
         } else if (t == IBV_EVENT_DEVICE_FATAL || t == IBV_EVENT_PORT_ERR) {
             for (int r = 0; r < tp->params.size; r++)
-                if (tp->peers[r].qp)
+                if (tp->peers[r].conn[VC_OUT].qp || tp->peers[r].conn[VC_IN].qp)
                     fail_peer(tp, r, TERSE_ERR_PEER_FAILED, why, cb, arg);
             n++;
         }
@@ -321,8 +278,14 @@ static int drain_cq(terse_tp_t *tp, terse_tp_event_cb cb, void *arg)
  * be seen, so they are never overtaken by it. */
 static int side_events(terse_tp_t *tp, terse_tp_event_cb cb, void *arg)
 {
-    return cm_events(tp, tp->listen_ch, cb, arg) + cm_events(tp, tp->active_ch, cb, arg) +
-           async_events(tp, cb, arg);
+    int n = terse__verbs_cm_events(tp, fail_peer, cb, arg) + async_events(tp, cb, arg);
+    /* connections that came up: their queued writes go now */
+    for (int r = 0; r < tp->params.size; r++)
+        if (tp->peers[r].flush) {
+            tp->peers[r].flush = 0;
+            flush_backlog(tp, r, cb, arg);
+        }
+    return n;
 }
 
 int terse__verbs_progress(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, void *arg)
