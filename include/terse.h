@@ -308,13 +308,64 @@ TERSE_API terse_status_t terse_broadcast_start(terse_comm_t *comm, const void *s
                                                void *recvbuf, size_t count, terse_dtype_t dtype,
                                                int root, terse_request_t **req);
 
+/** recvbuf at root = op over ranks of sendbuf (recvbuf is ignored elsewhere);
+ * in place at the root with sendbuf == recvbuf. Binomial tree, pipelined. */
+TERSE_API terse_status_t terse_reduce(terse_comm_t *comm, const void *sendbuf, void *recvbuf, size_t count,
+                                      terse_dtype_t dtype, terse_op_t op, int root);
+TERSE_API terse_status_t terse_reduce_start(terse_comm_t *comm, const void *sendbuf, void *recvbuf, size_t count,
+                                            terse_dtype_t dtype, terse_op_t op, int root, terse_request_t **req);
+
+/**
+ * All-to-all: block p of sendbuf (count elements) goes to rank p, block q of
+ * recvbuf comes from rank q. In place (sendbuf == recvbuf) is allowed. The v
+ * form has per-rank counts and displacements (in elements; NULL displs:
+ * packed); what rank a sends rank b must be what b expects from a, or both
+ * get TERSE_ERR_MISMATCH.
+ */
+TERSE_API terse_status_t terse_alltoall(terse_comm_t *comm, const void *sendbuf, void *recvbuf, size_t count,
+                                        terse_dtype_t dtype);
+TERSE_API terse_status_t terse_alltoall_start(terse_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                              size_t count, terse_dtype_t dtype, terse_request_t **req);
+TERSE_API terse_status_t terse_alltoallv(terse_comm_t *comm, const void *sendbuf, const size_t *sendcounts,
+                                         const size_t *sdispls, void *recvbuf, const size_t *recvcounts,
+                                         const size_t *rdispls, terse_dtype_t dtype);
+TERSE_API terse_status_t terse_alltoallv_start(terse_comm_t *comm, const void *sendbuf, const size_t *sendcounts,
+                                               const size_t *sdispls, void *recvbuf, const size_t *recvcounts,
+                                               const size_t *rdispls, terse_dtype_t dtype, terse_request_t **req);
+
+/*
+ * Persistent collectives (MPI-4 style): built once - schedule, peer lists,
+ * registrations - and started many times on the buffers' contents of each
+ * start. terse_start runs the plan (TERSE_ERR_BUSY while it still runs);
+ * terse_request_test / terse_request_wait complete a start and keep the
+ * plan; terse_request_free releases it (TERSE_ERR_BUSY while running).
+ * Plans are collective like the calls they stand for: every rank starts its
+ * plans in the same order as its other collectives. Destroying the
+ * communicator releases its plans.
+ */
+TERSE_API terse_status_t terse_allreduce_init(terse_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                              size_t count, terse_dtype_t dtype, terse_op_t op,
+                                              terse_request_t **req);
+TERSE_API terse_status_t terse_reduce_scatter_init(terse_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                                   size_t recvcount, terse_dtype_t dtype, terse_op_t op,
+                                                   terse_request_t **req);
+TERSE_API terse_status_t terse_allgather_init(terse_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                              size_t sendcount, terse_dtype_t dtype, terse_request_t **req);
+TERSE_API terse_status_t terse_broadcast_init(terse_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                              size_t count, terse_dtype_t dtype, int root, terse_request_t **req);
+TERSE_API terse_status_t terse_reduce_init(terse_comm_t *comm, const void *sendbuf, void *recvbuf, size_t count,
+                                           terse_dtype_t dtype, terse_op_t op, int root, terse_request_t **req);
+TERSE_API terse_status_t terse_alltoall_init(terse_comm_t *comm, const void *sendbuf, void *recvbuf, size_t count,
+                                             terse_dtype_t dtype, terse_request_t **req);
+TERSE_API terse_status_t terse_start(terse_request_t *req);
+
 /**
  * Make progress; *done = 1 when the request finished (its status is then
  * returned, and the request must still be released with wait or free).
  * Returns TERSE_IN_PROGRESS with *done = 0 while running.
  */
 TERSE_API terse_status_t terse_request_test(terse_request_t *req, int *done);
-/** Block until the request completes, then release it. Returns its status. */
+/** Block until the request completes, then release it (a plan is kept). Returns its status. */
 TERSE_API terse_status_t terse_request_wait(terse_request_t *req);
 /** Release a completed request without waiting; TERSE_ERR_BUSY if still running. */
 TERSE_API terse_status_t terse_request_free(terse_request_t *req);
@@ -434,6 +485,7 @@ TERSE_API void terse_compressed_params_init(terse_compressed_params_t *params);
 TERSE_API terse_status_t terse_compressed_create(terse_comm_t *comm, size_t count,
                                                  const terse_compressed_params_t *params,
                                                  terse_compressed_t **out);
+/** Release the handle (a step in flight is waited for first). */
 TERSE_API void terse_compressed_destroy(terse_compressed_t *c);
 
 /**
@@ -444,6 +496,19 @@ TERSE_API void terse_compressed_destroy(terse_compressed_t *c);
  */
 TERSE_API terse_status_t terse_compressed_allreduce(terse_compressed_t *c, const float *sendbuf,
                                                     float *recvbuf);
+
+/**
+ * The same step, non-blocking: *req completes with terse_request_test /
+ * wait (recvbuf is written when it completes; sendbuf must stay untouched
+ * until then). Steps of several handles may be in flight at once, mixed with
+ * any other requests (issue order is the only ordering rule); one step per
+ * handle at a time (TERSE_ERR_BUSY), and save, load and scale_residual wait
+ * for it (TERSE_ERR_BUSY). A step that fails or is cancelled leaves the
+ * handle's state as it was. The ring algorithm still runs its step inside
+ * this call and returns a completed request.
+ */
+TERSE_API terse_status_t terse_compressed_allreduce_start(terse_compressed_t *c, const float *sendbuf,
+                                                          float *recvbuf, terse_request_t **req);
 
 /** Step-ahead point y = x - e (y may equal x): with e in parameter units, the
  * gradient for the next step is evaluated at y. */

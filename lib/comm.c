@@ -75,6 +75,14 @@ terse_status_t terse__comm_new(terse_ctx_t *ctx, uint64_t id, const int *world, 
 void terse__comm_free(terse_comm_t *comm)
 {
     terse_ctx_t *ctx = comm->ctx;
+    /* its plans go with it: the inactive ones now, the running ones with
+     * the cancelled requests */
+    for (terse_request_t *r = comm->plans, *next; r; r = next) {
+        next = r->plan_next;
+        if (r->done)
+            terse__sched_free(r);
+    }
+    comm->plans = NULL;
     terse__exec_cancel_comm(comm);
     for (terse_comm_t **pp = &ctx->comms; *pp; pp = &(*pp)->next_in_ctx)
         if (*pp == comm) {

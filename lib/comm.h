@@ -23,6 +23,8 @@ struct terse_comm {
     struct terse_group_count *groups; /* create_group calls per member set */
     uint64_t shrinks;
     int internal;        /* used by terse itself (shrink's agreement): old data is dropped */
+    int building_plan;   /* a terse_*_init is building: the request is a plan */
+    terse_request_t *plans; /* persistent requests made on it (freed with it) */
     int pending;         /* requests of this communicator in flight */
     double last_progress;/* an op of one of them completed (timeout) */
     uint64_t block_round;/* executor: set per peer in peer_block[] */

@@ -14,12 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *coll_names[] = {"?", "allreduce", "reduce_scatter", "allgather",
-                                   "allgatherv", "broadcast", "barrier", "compressed", "shrink agreement"};
+static const char *coll_names[] = {"?",          "allreduce", "reduce_scatter", "allgather",
+                                   "allgatherv", "broadcast", "barrier",        "compressed",
+                                   "shrink agreement", "alltoall", "alltoallv", "reduce"};
 
 static const char *coll_name(int coll)
 {
-    return coll >= 1 && coll <= TERSE_COLL_AGREE ? coll_names[coll] : "?";
+    return coll >= 1 && coll <= TERSE_COLL_REDUCE ? coll_names[coll] : "?";
 }
 
 static inline int deps_done(const terse_request_t *req, const terse_sched_op_t *o)
@@ -69,6 +70,8 @@ static void owe_credit(terse_ctx_t *ctx, int peer)
 static void request_finish(terse_request_t *req, terse_status_t st)
 {
     terse_ctx_t *ctx = req->comm->ctx;
+    if (req->on_done)
+        st = req->on_done(req, req->call_arg, st);
     terse_request_t **pp = &ctx->req_head, *prev = NULL;
     while (*pp && *pp != req) {
         prev = *pp;
@@ -83,8 +86,10 @@ static void request_finish(terse_request_t *req, terse_status_t st)
     req->next = NULL;
     req->done = 1;
     req->status = st;
-    free(req->scratch);
-    req->scratch = NULL;
+    if (!req->persistent) { /* a plan keeps its scratch for the next start */
+        free(req->scratch);
+        req->scratch = NULL;
+    }
     if (req->freed_by_user)
         terse__sched_free(req);
 }
@@ -94,14 +99,15 @@ terse_status_t terse__exec_submit(terse_request_t *req)
     terse_comm_t *comm = req->comm;
     terse_ctx_t *ctx = comm->ctx;
     static uint32_t serials;
-    if (comm->error != TERSE_OK) {
-        terse_status_t st = comm->error;
-        terse__sched_free(req);
+    terse_status_t st = comm->error != TERSE_OK ? comm->error : terse__sched_finish(req);
+    if (st != TERSE_OK) {
+        if (req->persistent) { /* the plan stays the caller's, inactive */
+            req->done = 1;
+            req->status = st;
+        } else {
+            terse__sched_free(req);
+        }
         return st;
-    }
-    if (terse__sched_finish(req) != TERSE_OK) {
-        terse__sched_free(req);
-        return TERSE_ERR_NO_MEMORY;
     }
     /* UINT32_MAX never names a request: cookies of bare notifications are all ones */
     req->serial = ++serials == UINT32_MAX ? ++serials : serials;
@@ -545,11 +551,27 @@ static void return_credits(terse_ctx_t *ctx, int all)
 static int run_locals(terse_ctx_t *ctx)
 {
     int moved = 0;
-    for (terse_request_t *req = ctx->req_head; req; req = req->next) {
+    for (terse_request_t *req = ctx->req_head, *next; req; req = next) {
+        next = req->next;
         while (req->local_cur < req->nlocal) {
             terse_sched_op_t *o = &req->ops[req->local_idx[req->local_cur]];
             if (!deps_done(req, o))
                 break;
+            if (o->action == TERSE_ACT_CALL) {
+                terse_status_t st = o->call(req, req->call_arg, o->bytes);
+                op_done(req, o);
+                req->local_cur++;
+                moved++;
+                if (st != TERSE_OK) {
+                    terse__exec_fail(req->comm, st, -1, req->seq, 1, "%s #%u: a local step failed: %s",
+                                     coll_name(req->coll), req->seq, terse_strerror(st));
+                    return moved; /* the request list changed under us */
+                }
+                req->comm->last_progress = terse__now();
+                /* one call per pass: what it produced goes on the wire while
+                 * the next is computed */
+                break;
+            }
             if (o->action == TERSE_ACT_MEMCPY && o->dst != o->src)
                 memcpy(o->dst, o->src, o->bytes);
             else if (o->action == TERSE_ACT_SCALE && req->op == TERSE_AVG)

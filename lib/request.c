@@ -1,9 +1,11 @@
-/* request.c - start/test/wait life cycle of non-blocking collectives. */
+/* request.c - start/test/wait/free life cycle of non-blocking collectives
+ * and of plans (persistent requests, plan.c). */
 #include "coll/coll.h"
 #include "log.h"
 #include "net.h"
 
 #include <sched.h>
+#include <stdlib.h>
 
 terse_status_t terse_request_test(terse_request_t *req, int *done)
 {
@@ -32,7 +34,8 @@ terse_status_t terse_request_wait(terse_request_t *req)
         }
     }
     terse_status_t st = req->status;
-    terse__sched_free(req);
+    if (!req->persistent) /* a plan stays, inactive, for its next start */
+        terse__sched_free(req);
     return st;
 }
 
@@ -40,8 +43,16 @@ terse_status_t terse_request_free(terse_request_t *req)
 {
     if (!req)
         return TERSE_ERR_INVALID_ARG;
-    if (!req->done)
+    if (!req->done) {
+        TERSE_WARN(COLL, "request_free: the request is still running (wait for it first)");
         return TERSE_ERR_BUSY;
+    }
+    if (req->persistent)
+        for (terse_request_t **pp = &req->comm->plans; *pp; pp = &(*pp)->plan_next)
+            if (*pp == req) {
+                *pp = req->plan_next;
+                break;
+            }
     terse__sched_free(req);
     return TERSE_OK;
 }
@@ -72,8 +83,34 @@ terse_status_t terse__coll_check(const terse_comm_t *comm, terse_dtype_t dtype, 
     return TERSE_OK;
 }
 
+terse_status_t terse__request_done(terse_comm_t *comm, terse_status_t status, terse_request_t **out)
+{
+    terse_request_t *req = calloc(1, sizeof(*req));
+    if (!req)
+        return TERSE_ERR_NO_MEMORY;
+    req->comm = comm;
+    req->done = 1;
+    req->status = status;
+    *out = req;
+    return TERSE_OK;
+}
+
 terse_status_t terse__coll_run(terse_request_t *req, terse_request_t **out)
 {
+    if (req->persistent) {
+        /* a plan: built now, started by terse_start */
+        terse_status_t st = out ? terse__sched_finish(req) : TERSE_ERR_INVALID_ARG;
+        if (st != TERSE_OK) {
+            terse__sched_free(req);
+            return st;
+        }
+        req->done = 1;
+        req->status = TERSE_OK;
+        req->plan_next = req->comm->plans;
+        req->comm->plans = req;
+        *out = req;
+        return TERSE_OK;
+    }
     terse_status_t st = terse__exec_submit(req);
     if (st != TERSE_OK)
         return st;

@@ -22,7 +22,9 @@ terse_status_t terse__sched_new(terse_comm_t *comm, terse_coll_t coll, terse_dty
     req->op = op;
     req->root = root;
     req->count = count;
-    req->seq = comm->next_seq++;
+    req->persistent = comm->building_plan;
+    if (!req->persistent) /* a plan takes its number at each start */
+        req->seq = comm->next_seq++;
     uint64_t h = terse__mix64(0, (uint64_t)coll);
     h = terse__mix64(h, (uint64_t)dtype);
     h = terse__mix64(h, (uint64_t)op);
@@ -30,7 +32,8 @@ terse_status_t terse__sched_new(terse_comm_t *comm, terse_coll_t coll, terse_dty
     h = terse__mix64(h, count);
     req->sig = terse__mix64(h, sig_extra);
     req->status = TERSE_IN_PROGRESS;
-    comm->stats.calls++;
+    if (!req->persistent)
+        comm->stats.calls++;
     *req_out = req;
     return TERSE_OK;
 }
@@ -110,8 +113,56 @@ static int build_lists(terse_request_t *req, int kind, int **idx, int **off, int
     return 0;
 }
 
+int terse__sched_call(terse_request_t *req, terse_sched_call_fn fn, size_t idx, int dep0, int dep1)
+{
+    int o = terse__sched_add(req, TERSE_OPK_LOCAL, TERSE_ACT_CALL, req->comm->rank, NULL, NULL, idx, dep0, dep1);
+    if (o >= 0)
+        req->ops[o].call = fn;
+    return o;
+}
+
+void terse__sched_gate(terse_request_t *req, int first, int gate)
+{
+    /* the builder's other ops wait for these, directly or not */
+    for (int i = first; i < req->nops; i++)
+        if (req->ops[i].dep[0] < 0)
+            req->ops[i].dep[0] = gate;
+}
+
+void terse__sched_prologue(terse_request_t *req, void *dst, const void *src, size_t bytes)
+{
+    req->pre_dst = dst, req->pre_src = src, req->pre_bytes = bytes;
+    if (!req->persistent && bytes && dst != src)
+        memmove(dst, src, bytes);
+}
+
+void terse__sched_rearm(terse_request_t *req)
+{
+    terse_comm_t *comm = req->comm;
+    for (int i = 0; i < req->nops; i++) {
+        terse_sched_op_t *o = &req->ops[i];
+        o->posted = o->done = 0;
+        o->got = 0;
+        if (o->kind == TERSE_OPK_RECV && o->action == TERSE_ACT_VARLEN)
+            o->total = 0;
+    }
+    memset(req->send_cur, 0, sizeof(int) * (size_t)comm->size);
+    memset(req->recv_cur, 0, sizeof(int) * (size_t)comm->size);
+    memset(req->recv_chunk, 0, sizeof(int) * (size_t)comm->size);
+    req->local_cur = 0;
+    req->remaining = req->nops;
+    req->done = req->cancelled = 0;
+    req->status = TERSE_IN_PROGRESS;
+    req->seq = comm->next_seq++;
+    comm->stats.calls++;
+    if (req->pre_bytes && req->pre_dst != req->pre_src)
+        memmove(req->pre_dst, req->pre_src, req->pre_bytes);
+}
+
 terse_status_t terse__sched_finish(terse_request_t *req)
 {
+    if (req->built)
+        return TERSE_OK;
     int n = req->comm->size;
     if (build_lists(req, TERSE_OPK_SEND, &req->send_idx, &req->send_off, &req->send_cur) ||
         build_lists(req, TERSE_OPK_RECV, &req->recv_idx, &req->recv_off, &req->recv_cur))
@@ -131,5 +182,6 @@ terse_status_t terse__sched_finish(terse_request_t *req)
         if (p != req->comm->rank && (req->send_off[p + 1] > req->send_off[p] || req->recv_off[p + 1] > req->recv_off[p]))
             req->peers[req->npeers++] = p;
     req->remaining = req->nops;
+    req->built = 1;
     return TERSE_OK;
 }

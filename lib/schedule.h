@@ -20,9 +20,12 @@ typedef enum {
     TERSE_ACT_REDUCE3, /* RECV: dst = src op incoming (src is a local input) */
     TERSE_ACT_SCALE,   /* LOCAL: dst /= nranks (AVG) */
     TERSE_ACT_MEMCPY,  /* LOCAL: dst = src */
-    TERSE_ACT_VARLEN   /* RECV: one whole message of a size the sender chose (at most
+    TERSE_ACT_VARLEN,  /* RECV: one whole message of a size the sender chose (at most
                         * `bytes`), over as many chunks as it takes; the buffer comes
                         * from the request's varlen_alloc once the size is known */
+    TERSE_ACT_CALL     /* LOCAL: call(req, req->call_arg, bytes) - encode a chunk, add a
+                        * decoded code, re-encode at the owner - when its dependencies
+                        * are done; a failure fails the request */
 } terse_action_t;
 
 typedef enum {
@@ -33,8 +36,14 @@ typedef enum {
     TERSE_COLL_BROADCAST,
     TERSE_COLL_BARRIER,
     TERSE_COLL_COMPRESSED, /* a step of a compressed collective (byte exchange) */
-    TERSE_COLL_AGREE       /* a round of shrink's agreement on the survivors */
+    TERSE_COLL_AGREE,      /* a round of shrink's agreement on the survivors */
+    TERSE_COLL_ALLTOALL,
+    TERSE_COLL_ALLTOALLV,
+    TERSE_COLL_REDUCE
 } terse_coll_t;
+
+typedef struct terse_request terse_request_t;
+typedef terse_status_t (*terse_sched_call_fn)(terse_request_t *req, void *arg, size_t idx);
 
 typedef struct terse_sched_op {
     uint8_t kind, action;
@@ -49,6 +58,7 @@ typedef struct terse_sched_op {
                       * RECV VARLEN: learned from the first chunk */
     uint64_t got;    /* RECV VARLEN: bytes received so far */
     int32_t dep[2]; /* ops that must be done first (-1: none) */
+    terse_sched_call_fn call; /* LOCAL CALL */
 } terse_sched_op_t;
 
 /* Where a VARLEN receive from `peer` of `total` bytes goes (NULL: out of memory). */
@@ -78,6 +88,11 @@ struct terse_request {
     void *varlen_arg;
     int *local_idx, nlocal, local_cur;
     int *peers, npeers; /* communicator ranks this request talks to */
+    void *call_arg;     /* for the CALL ops and on_done */
+    /* Run when the request ends, before it is marked done, with its status;
+     * returns the final one (a collective's last local step: decode, commit
+     * or roll back its state). */
+    terse_status_t (*on_done)(terse_request_t *req, void *arg, terse_status_t st);
 
     int cancelled;        /* failed: its queued writes are dropped */
 
@@ -85,6 +100,13 @@ struct terse_request {
     int done;
     terse_status_t status;
     int freed_by_user; /* the user released the handle: free on completion */
+
+    int built;         /* per-peer lists made (once, also for a plan) */
+    int persistent;    /* a plan (terse_*_init): started many times, freed by the user */
+    terse_request_t *plan_next; /* the communicator's plans */
+    void *pre_dst;     /* copied from pre_src at every start (an in-place input, */
+    const void *pre_src; /* the out-of-place input of a reduction into recvbuf) */
+    size_t pre_bytes;
 };
 
 /* Start a request; `sig_extra` folds in arguments that must agree (allgatherv counts). */
@@ -98,6 +120,21 @@ int terse__sched_add(terse_request_t *req, terse_opkind_t kind, terse_action_t a
  * size, so the receiver needs no size exchange (at least one, possibly empty,
  * chunk). Returns the last op's index or -1 when out of memory. */
 int terse__sched_send_msg(terse_request_t *req, int peer, const void *src, size_t bytes);
+
+/* A LOCAL CALL op (see TERSE_ACT_CALL); returns its index or -1. */
+int terse__sched_call(terse_request_t *req, terse_sched_call_fn fn, size_t idx, int dep0, int dep1);
+
+/* Ops from `first` on that wait for nothing wait for `gate` instead: a
+ * builder's schedule appended behind a step of another. */
+void terse__sched_gate(terse_request_t *req, int first, int gate);
+
+/* Copy src to dst before the schedule runs - now, and again at every start
+ * of a plan (so a plan reads the buffers' contents of that start). */
+void terse__sched_prologue(terse_request_t *req, void *dst, const void *src, size_t bytes);
+
+/* Make a completed plan runnable again: every op undone, every cursor back
+ * at the start, a new sequence number. */
+void terse__sched_rearm(terse_request_t *req);
 
 /* Finish building: the per-peer op lists and the peer list. Returns
  * TERSE_ERR_NO_MEMORY (the request is then still the caller's to free). */

@@ -416,6 +416,94 @@ static int body_errors(const terse_launch_ctx_t *ctx, void *arg)
     return 0;
 }
 
+/* ---- non-blocking steps: the same bits as the blocking ones --------------- */
+
+static int body_nonblocking(const terse_launch_ctx_t *ctx, void *arg)
+{
+    (void)arg;
+    terse_comm_t *comm;
+    RCHECK(ctx, make_comm(ctx, &comm) == TERSE_OK, "comm");
+    /* three buckets of different sizes and codecs, a twin of each run blocking */
+    const char *codecs[3] = {"cnat8", "sign", "natdither"};
+    const terse_compressed_algo_t algos[3] = {TERSE_COMPRESSED_TWO_PHASE, TERSE_COMPRESSED_ALLGATHER,
+                                              TERSE_COMPRESSED_TWO_PHASE};
+    size_t counts[3] = {g_quick ? 20011 : 200011, 3001, g_quick ? 9001 : 70001};
+    terse_compressed_t *nb[3], *bl[3];
+    float *x[3], *o_nb[3], *o_bl[3];
+    for (int b = 0; b < 3; b++) {
+        terse_compressed_params_t p = params(codecs[b], algos[b], 1);
+        p.error_average_every = b == 0 ? 3 : 0; /* the average rides in the same schedule */
+        p.server_error_feedback = algos[b] == TERSE_COMPRESSED_TWO_PHASE;
+        RCHECK(ctx, terse_compressed_create(comm, counts[b], &p, &nb[b]) == TERSE_OK &&
+                        terse_compressed_create(comm, counts[b], &p, &bl[b]) == TERSE_OK, "create %d", b);
+        x[b] = malloc(counts[b] * 4), o_nb[b] = malloc(counts[b] * 4), o_bl[b] = malloc(counts[b] * 4);
+        RCHECK(ctx, x[b] && o_nb[b] && o_bl[b], "malloc");
+    }
+    float dense_in[100], dense_out[100];
+    for (int step = 0; step < 7; step++) {
+        terse_request_t *req[3], *dreq;
+        /* all three and a dense allreduce in flight at once, waited in a rank-dependent order */
+        for (int b = 0; b < 3; b++) {
+            gaussianish(x[b], counts[b], ctx->rank, step * 3 + b);
+            RCHECK(ctx, terse_compressed_allreduce_start(nb[b], x[b], o_nb[b], &req[b]) == TERSE_OK, "start %d", b);
+            if (b == 0 && ctx->size > 1) {
+                /* misuse while it is in flight (it needs the peers: not done yet) */
+                terse_request_t *again = NULL;
+                size_t sz = terse_compressed_state_size(nb[0]);
+                char *state = calloc(1, sz);
+                RCHECK(ctx, state != NULL, "malloc");
+                RCHECK(ctx, terse_compressed_allreduce_start(nb[0], x[0], o_nb[0], &again) == TERSE_ERR_BUSY,
+                       "second start of one handle");
+                RCHECK(ctx, terse_compressed_save(nb[0], state, sz) == TERSE_ERR_BUSY, "save in flight");
+                RCHECK(ctx, terse_compressed_load(nb[0], state, sz) == TERSE_ERR_BUSY, "load in flight");
+                free(state);
+                RCHECK(ctx, terse_compressed_scale_residual(nb[0], 0.5f) == TERSE_ERR_BUSY, "rescale in flight");
+            }
+            if (b == 1) {
+                for (int i = 0; i < 100; i++)
+                    dense_in[i] = (float)(ctx->rank + i);
+                RCHECK(ctx, terse_allreduce_start(comm, dense_in, dense_out, 100, TERSE_FLOAT32, TERSE_SUM, &dreq) ==
+                                TERSE_OK, "dense start");
+            }
+        }
+        for (int k = 0; k < 3; k++) {
+            int b = (k + ctx->rank + step) % 3;
+            terse_status_t st = terse_request_wait(req[b]);
+            RCHECK(ctx, st == TERSE_OK, "wait %d: %s", b, terse_strerror(st));
+        }
+        RCHECK(ctx, terse_request_wait(dreq) == TERSE_OK, "dense wait");
+        RCHECK(ctx, dense_out[7] == (float)(ctx->size * 7 + ctx->size * (ctx->size - 1) / 2), "dense result");
+        for (int b = 0; b < 3; b++) {
+            RCHECK(ctx, terse_compressed_allreduce(bl[b], x[b], o_bl[b]) == TERSE_OK, "blocking %d", b);
+            RCHECK(ctx, memcmp(o_nb[b], o_bl[b], counts[b] * 4) == 0, "step %d bucket %d: non-blocking != blocking",
+                   step, b);
+            RCHECK(ctx, test_same_everywhere(comm, o_nb[b], counts[b] * 4), "step %d bucket %d differs", step, b);
+        }
+    }
+    /* the residuals and counters agree too; a poisoned step changes nothing */
+    for (int b = 0; b < 3; b++) {
+        size_t sz = terse_compressed_state_size(nb[b]);
+        char *s1 = malloc(sz), *s2 = malloc(sz);
+        RCHECK(ctx, s1 && s2, "malloc");
+        RCHECK(ctx, terse_compressed_save(nb[b], s1, sz) == TERSE_OK && terse_compressed_save(bl[b], s2, sz) == TERSE_OK,
+               "save");
+        RCHECK(ctx, memcmp(s1, s2, sz) == 0, "bucket %d: states differ", b);
+        x[b][counts[b] / 2] = ctx->rank == ctx->size - 1 ? NAN : 1.0f;
+        terse_request_t *req;
+        RCHECK(ctx, terse_compressed_allreduce_start(nb[b], x[b], o_nb[b], &req) == TERSE_OK, "poisoned start");
+        RCHECK(ctx, terse_request_wait(req) == TERSE_ERR_INVALID_ARG, "poisoned step");
+        RCHECK(ctx, terse_compressed_save(nb[b], s2, sz) == TERSE_OK && memcmp(s1, s2, sz) == 0,
+               "bucket %d: a failed step changed the state", b);
+        free(s1), free(s2);
+        terse_compressed_destroy(nb[b]);
+        terse_compressed_destroy(bl[b]);
+        free(x[b]), free(o_nb[b]), free(o_bl[b]);
+    }
+    RCHECK(ctx, terse_comm_error(comm, NULL) == TERSE_OK, "communicator still usable");
+    terse_comm_destroy(comm);
+    return 0;
+}
+
 typedef struct {
     const char *name;
     terse_rank_fn fn;
@@ -428,6 +516,8 @@ static const body_t bodies[] = {
     {"every codec and algorithm bit-identical on all ranks", body_identical},
     {"save/load resumes bit-exactly, refuses foreign state", body_save_load},
     {"bad parameters, NaN input, mismatched ranks", body_errors},
+    {"non-blocking steps of three buckets in flight = blocking, busy handle, failed step changes nothing",
+     body_nonblocking},
 };
 #define NB (int)(sizeof(bodies) / sizeof(bodies[0]))
 
@@ -449,7 +539,7 @@ int main(void)
         return 2;
     CU_basic_set_mode(CU_BRM_VERBOSE);
     int failures = 0;
-    static char sname[64], tnames[NB][128];
+    static char sname[64], tnames[NB][160];
     for (char *save, *tp = strtok_r(tbuf, ",", &save); tp; tp = strtok_r(NULL, ",", &save)) {
         g_transport = tp;
         snprintf(sname, sizeof(sname), "compressed allreduce over %s", tp);

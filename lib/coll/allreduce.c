@@ -139,33 +139,22 @@ static allreduce_algo_t choose(const terse_comm_t *comm, size_t bytes, size_t co
     return bytes <= comm->cfg.ring_threshold ? ALGO_RABENSEIFNER : ALGO_RING;
 }
 
-terse_status_t terse_allreduce_start(terse_comm_t *comm, const void *sendbuf, void *recvbuf,
-                                     size_t count, terse_dtype_t dtype, terse_op_t op,
-                                     terse_request_t **out)
+int terse__allreduce_build(terse_request_t *req, const void *sendbuf, void *recvbuf, size_t count,
+                           uint64_t *algo_out)
 {
-    terse_status_t st = terse__coll_check(comm, dtype, (int)op, 1, sendbuf, recvbuf, count);
-    if (st != TERSE_OK)
-        return st;
-    size_t esz = terse_dtype_size(dtype), bytes = count * esz;
+    terse_comm_t *comm = req->comm;
+    size_t esz = terse_dtype_size(req->dtype), bytes = count * esz;
     allreduce_algo_t algo = choose(comm, bytes, count);
-    terse_request_t *req;
-    /* The algorithm is part of the signature: ranks configured differently
-     * are reported as a mismatch rather than exchanging garbage. */
-    if ((st = terse__sched_new(comm, TERSE_COLL_ALLREDUCE, dtype, op, -1, count, (uint64_t)algo, &req)) != TERSE_OK)
-        return st;
+    *algo_out = (uint64_t)algo;
     int rc = 0;
     if (count == 0) {
         /* nothing to move; the call still takes a sequence number */
     } else if (comm->size == 1) {
-        if (sendbuf != recvbuf)
-            memcpy(recvbuf, sendbuf, bytes);
-        if (op == TERSE_AVG)
-            terse__scale_avg(dtype, recvbuf, count, 1);
+        terse__sched_prologue(req, recvbuf, sendbuf, bytes); /* AVG over one rank: the value itself */
     } else if (algo == ALGO_RING) {
         rc = build_ring(req, sendbuf, recvbuf, count, esz);
     } else {
-        if (sendbuf != recvbuf)
-            memcpy(recvbuf, sendbuf, bytes);
+        terse__sched_prologue(req, recvbuf, sendbuf, bytes);
         if (algo == ALGO_RD) {
             /* one step, nothing to overlap: the largest chunks cost least */
             rc = build_rd(req, recvbuf, bytes, comm->chunk - comm->chunk % esz);
@@ -173,7 +162,24 @@ terse_status_t terse_allreduce_start(terse_comm_t *comm, const void *sendbuf, vo
             rc = terse__build_rabenseifner(req, recvbuf, count, esz);
         }
     }
-    if (rc) {
+    return rc;
+}
+
+terse_status_t terse_allreduce_start(terse_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                     size_t count, terse_dtype_t dtype, terse_op_t op,
+                                     terse_request_t **out)
+{
+    terse_status_t st = terse__coll_check(comm, dtype, (int)op, 1, sendbuf, recvbuf, count);
+    if (st != TERSE_OK)
+        return st;
+    size_t bytes = count * terse_dtype_size(dtype);
+    terse_request_t *req;
+    /* The algorithm is part of the signature: ranks configured differently
+     * are reported as a mismatch rather than exchanging garbage. */
+    uint64_t algo = (uint64_t)choose(comm, bytes, count);
+    if ((st = terse__sched_new(comm, TERSE_COLL_ALLREDUCE, dtype, op, -1, count, algo, &req)) != TERSE_OK)
+        return st;
+    if (terse__allreduce_build(req, sendbuf, recvbuf, count, &algo)) {
         terse__sched_free(req);
         return TERSE_ERR_NO_MEMORY;
     }

@@ -9,6 +9,16 @@
 terse_status_t terse__coll_check(const terse_comm_t *comm, terse_dtype_t dtype, int op, int need_op,
                                  const void *a, const void *b, size_t count);
 
+/* Add an allreduce of count elements (req's dtype and op) to req, by the
+ * algorithm terse_allreduce would choose (returned in *algo for the
+ * signature). 0, or -1 when out of memory. */
+int terse__allreduce_build(terse_request_t *req, const void *sendbuf, void *recvbuf, size_t count,
+                           uint64_t *algo);
+
+/* A request that is complete already, with this status (for steps that
+ * run at once); released by wait or free like any. */
+terse_status_t terse__request_done(terse_comm_t *comm, terse_status_t status, terse_request_t **out);
+
 /* Commit req; block until done when out == NULL, else hand it to the caller. */
 terse_status_t terse__coll_run(terse_request_t *req, terse_request_t **out);
 

@@ -20,9 +20,7 @@ terse_status_t terse_reduce_scatter_start(terse_comm_t *comm, const void *sendbu
     int rc = 0;
     if (recvcount == 0) {
     } else if (n == 1) {
-        memmove(recvbuf, sendbuf, blk);
-        if (op == TERSE_AVG)
-            terse__scale_avg(dtype, recvbuf, recvcount, 1);
+        terse__sched_prologue(req, recvbuf, sendbuf, blk); /* AVG over one rank: the value itself */
     } else {
         terse_blocks_t b;
         int *fin = NULL, *sent = NULL;

@@ -264,6 +264,9 @@ void terse_compressed_destroy(terse_compressed_t *c)
 {
     if (!c)
         return;
+    /* a step in flight reads and writes this handle: let it end first */
+    while (c->inflight && !c->inflight->done)
+        terse__exec_progress(c->comm->ctx, 100);
     for (int i = 0; i < 3; i++)
         if (c->regs[i])
             terse_mem_deregister(c->comm, c->regs[i]);
@@ -288,29 +291,25 @@ static uint64_t dense_bytes(const terse_compressed_t *c)
     return c->n > 1 ? 2 * (uint64_t)(c->n - 1) * 4 * c->count / (uint64_t)c->n : 0;
 }
 
-terse_status_t terse_compressed_allreduce(terse_compressed_t *c, const float *sendbuf,
-                                          float *recvbuf)
+static terse_status_t check_step(const terse_compressed_t *c, const float *sendbuf, const float *recvbuf)
 {
     if (!c || (!sendbuf && c->count) || (!recvbuf && c->count))
         return TERSE_ERR_INVALID_ARG;
+    if (c->inflight) {
+        TERSE_WARN(COLL, "compressed allreduce: a step of this handle is in flight (wait for it first)");
+        return TERSE_ERR_BUSY;
+    }
+    return c->comm->error;
+}
+
+/* The ring, phase by phase (blocking). */
+static terse_status_t ring_step(terse_compressed_t *c, const float *sendbuf, float *recvbuf)
+{
     terse_comm_t *comm = c->comm;
-    if (comm->error != TERSE_OK)
-        return comm->error;
     uint64_t sent0 = comm->stats.bytes_sent;
     size_t d = c->count;
     terse_rng_t up0 = c->rng_up, down0 = c->rng_down;
-    terse_status_t st;
-    switch (c->algo) {
-    case TERSE_COMPRESSED_ALLGATHER:
-        st = terse__compressed_allgather(c, sendbuf, recvbuf);
-        break;
-    case TERSE_COMPRESSED_TWO_PHASE:
-        st = terse__compressed_two_phase(c, sendbuf, recvbuf);
-        break;
-    default:
-        st = terse__compressed_ring(c, sendbuf, recvbuf);
-        break;
-    }
+    terse_status_t st = terse__compressed_ring(c, sendbuf, recvbuf);
     uint64_t step = c->steps + 1;
     int average = st == TERSE_OK && c->p.error_feedback && c->p.error_average_every &&
                   step % (uint64_t)c->p.error_average_every == 0;
@@ -335,6 +334,34 @@ terse_status_t terse_compressed_allreduce(terse_compressed_t *c, const float *se
     return TERSE_OK;
 }
 
+terse_status_t terse_compressed_allreduce(terse_compressed_t *c, const float *sendbuf, float *recvbuf)
+{
+    terse_status_t st = check_step(c, sendbuf, recvbuf);
+    if (st != TERSE_OK)
+        return st;
+    if (c->algo == TERSE_COMPRESSED_RING)
+        return ring_step(c, sendbuf, recvbuf);
+    return terse__compressed_start(c, sendbuf, recvbuf, NULL);
+}
+
+terse_status_t terse_compressed_allreduce_start(terse_compressed_t *c, const float *sendbuf, float *recvbuf,
+                                                terse_request_t **req)
+{
+    if (!req)
+        return TERSE_ERR_INVALID_ARG;
+    terse_status_t st = check_step(c, sendbuf, recvbuf);
+    if (st != TERSE_OK)
+        return st; /* *req untouched: it may name the step in flight */
+    *req = NULL;
+    if (c->algo == TERSE_COMPRESSED_RING) {
+        /* not a schedule yet: the step runs now, the request is complete */
+        if ((st = ring_step(c, sendbuf, recvbuf)) != TERSE_OK)
+            return st;
+        return terse__request_done(c->comm, TERSE_OK, req);
+    }
+    return terse__compressed_start(c, sendbuf, recvbuf, req);
+}
+
 terse_status_t terse_compressed_step_ahead(const terse_compressed_t *c, const float *x, float *y)
 {
     if (!c || ((!x || !y) && c->count))
@@ -348,6 +375,8 @@ terse_status_t terse_compressed_scale_residual(terse_compressed_t *c, float fact
 {
     if (!c || !isfinite(factor))
         return TERSE_ERR_INVALID_ARG;
+    if (c->inflight)
+        return TERSE_ERR_BUSY; /* the step in flight reads e */
     for (size_t i = 0; i < c->count; i++)
         c->e[i] *= factor;
     for (size_t i = 0; i < c->len[c->r]; i++)

@@ -48,12 +48,23 @@ struct terse_compressed {
     uint64_t steps, error_averages, bytes_total, bytes_last;
 
     terse_memreg_t *regs[3];
+
+    /* The step in flight (compressed_step.c), NULL when none. */
+    terse_request_t *inflight;
+    float *out;            /* its recvbuf */
+    terse_rng_t rng_up0, rng_down0; /* the streams before it: put back if it fails */
+    int poisoned, bad_sum; /* a code of ours / a contribution to our chunk was poison */
+    int averaging;         /* it ends with the residual average */
+    uint64_t step_bytes;   /* what it sends */
 };
 
-/* Algorithms (compressed_algo.c). Each fills recvbuf and c->e_next /
- * c->se_next; the caller commits the state only when they succeed. */
-terse_status_t terse__compressed_allgather(terse_compressed_t *c, const float *u, float *recvbuf);
-terse_status_t terse__compressed_two_phase(terse_compressed_t *c, const float *u, float *recvbuf);
+/* A step of the allgather or two-phase algorithm as one request
+ * (compressed_step.c): out NULL runs it to the end; the state is committed
+ * when it succeeds, left as it was when it fails. */
+terse_status_t terse__compressed_start(terse_compressed_t *c, const float *sendbuf, float *recvbuf,
+                                       terse_request_t **out);
+/* The ring, blocking (compressed_algo.c): fills recvbuf and c->e_next /
+ * c->se_next; the caller commits the state only when it succeeds. */
 terse_status_t terse__compressed_ring(terse_compressed_t *c, const float *u, float *recvbuf);
 
 /* code = C(u + e_in); with e_out, e_out = (u + e_in) - decode(code) (feedback;

@@ -1,5 +1,7 @@
 /*
- * compressed_algo.c - the three shapes of a compressed allreduce step.
+ * compressed_algo.c - the ring shape of a compressed allreduce step, still
+ * run phase by phase (the allgather and two-phase shapes are schedules:
+ * compressed_step.c).
  *
  * Every rank decodes the same codes in the same order, so outputs agree to
  * the last bit; the owner of a chunk is the only one that re-compresses it
@@ -46,44 +48,6 @@ static int encode_up(terse_compressed_t *c, int chunk, size_t off, size_t n, cha
     return 0;
 }
 
-static void scale_avg(terse_compressed_t *c, float *v, size_t n)
-{
-    if (c->p.op == TERSE_AVG)
-        for (size_t i = 0; i < n; i++)
-            v[i] /= (float)c->n;
-}
-
-terse_status_t terse__compressed_allgather(terse_compressed_t *c, const float *u, float *recvbuf)
-{
-    int n = c->n, r = c->r;
-    size_t d = c->count;
-    terse_status_t st;
-    c->u = u;
-    char *mine = c->in_codes + c->in_off[r];
-    if (encode_up(c, -1, 0, d, mine, c->in_len[r], &st)) {
-        TERSE_WARN(COLL, "compressed allreduce step %llu: this rank's input holds NaN or infinity",
-                   (unsigned long long)c->steps + 1);
-        terse__codec_put_poison(mine, c->up->id, d, c->in_len[r]);
-    }
-    if (st != TERSE_OK)
-        return st;
-    st = terse__allgather_bytes(c->comm, c->sig, c->steps, c->in_codes, c->in_off, c->in_len);
-    if (st != TERSE_OK)
-        return st;
-    for (int i = 0; i < n; i++)
-        if (terse__codec_poisoned(c->in_codes + c->in_off[i], c->in_len[i]))
-            return poison_seen(c, i);
-    for (int i = 0; i < n; i++) {
-        const char *code = c->in_codes + c->in_off[i];
-        st = i == 0 ? terse__compressed_decode(c, c->up, code, c->in_len[i], recvbuf, d)
-                    : c->up->decode_add(&c->cp, code, c->in_len[i], recvbuf, d);
-        if (st != TERSE_OK)
-            return terse__compressed_bad_code(c, i, c->up->name);
-    }
-    scale_avg(c, recvbuf, d);
-    return TERSE_OK;
-}
-
 /* The owner's chunk sum is in c->acc; re-compress it into the downlink slot
  * (or poison it) and allgather every owner's code into recvbuf. */
 static terse_status_t downlink(terse_compressed_t *c, int poison, float *recvbuf)
@@ -112,50 +76,6 @@ static terse_status_t downlink(terse_compressed_t *c, int poison, float *recvbuf
                                      recvbuf + c->off[j], c->len[j]) != TERSE_OK)
             return terse__compressed_bad_code(c, j, c->down->name);
     return TERSE_OK;
-}
-
-terse_status_t terse__compressed_two_phase(terse_compressed_t *c, const float *u, float *recvbuf)
-{
-    int n = c->n, r = c->r;
-    terse_status_t st = TERSE_OK;
-    int poison = 0;
-    c->u = u;
-    for (int j = 0; j < n && !poison && st == TERSE_OK; j++)
-        poison = encode_up(c, j, c->off[j], c->len[j], c->up_codes + c->up_off[j], c->up_len[j], &st);
-    if (st != TERSE_OK)
-        return st;
-    if (poison) {
-        TERSE_WARN(COLL, "compressed allreduce step %llu: this rank's input holds NaN or infinity",
-                   (unsigned long long)c->steps + 1);
-        for (int j = 0; j < n; j++)
-            terse__codec_put_poison(c->up_codes + c->up_off[j], c->up->id, c->len[j], c->up_len[j]);
-    }
-    if (n > 1) {
-        const void *sbuf[n];
-        void *rbuf[n];
-        size_t slen[n], rlen[n];
-        for (int j = 0; j < n; j++) {
-            sbuf[j] = c->up_codes + c->up_off[j];
-            slen[j] = j == r ? 0 : c->up_len[j];
-            rbuf[j] = c->in_codes + c->in_off[j];
-            rlen[j] = j == r ? 0 : c->in_len[j];
-        }
-        if ((st = terse__exchange(c->comm, c->sig, c->steps, sbuf, slen, rbuf, rlen)) != TERSE_OK)
-            return st;
-    }
-    /* Sum the chunk we own in rank order (our own code from the uplink area). */
-    size_t own = c->len[r];
-    int bad = 0;
-    for (int i = 0; i < n; i++) {
-        const char *code = i == r ? c->up_codes + c->up_off[r] : c->in_codes + c->in_off[i];
-        size_t len = i == r ? c->up_len[r] : c->in_len[i];
-        if (terse__codec_poisoned(code, len))
-            bad = 1;
-        else if (!bad && (i == 0 ? terse__compressed_decode(c, c->up, code, len, c->acc, own)
-                                 : c->up->decode_add(&c->cp, code, len, c->acc, own)) != TERSE_OK)
-            return terse__compressed_bad_code(c, i, c->up->name);
-    }
-    return downlink(c, bad, recvbuf);
 }
 
 terse_status_t terse__compressed_ring(terse_compressed_t *c, const float *u, float *recvbuf)

@@ -37,6 +37,10 @@ terse_status_t terse_compressed_save(const terse_compressed_t *c, void *buf, siz
 {
     if (!c || !buf || len < terse_compressed_state_size(c))
         return TERSE_ERR_INVALID_ARG;
+    if (c->inflight) {
+        TERSE_WARN(COLL, "compressed_save: a step is in flight; wait for it, then save");
+        return TERSE_ERR_BUSY;
+    }
     size_t own = c->len[c->r];
     state_hdr_t h;
     memset(&h, 0, sizeof(h));
@@ -68,6 +72,10 @@ terse_status_t terse_compressed_load(terse_compressed_t *c, const void *buf, siz
 {
     if (!c || !buf)
         return TERSE_ERR_INVALID_ARG;
+    if (c->inflight) {
+        TERSE_WARN(COLL, "compressed_load: a step is in flight; wait for it, then load");
+        return TERSE_ERR_BUSY;
+    }
     size_t want = terse_compressed_state_size(c), own = c->len[c->r];
     if (terse__ckpt_check(buf, len, STATE_MAGIC, STATE_VERSION, c->r, c->n, "compressed_load") != TERSE_OK)
         return TERSE_ERR_INVALID_ARG;
