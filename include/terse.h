@@ -610,6 +610,15 @@ TERSE_API terse_status_t terse_sparse_allgather(terse_sparse_t *s, const uint32_
 TERSE_API terse_status_t terse_sparse_allreduce(terse_sparse_t *s, const uint32_t *idx,
                                                 const float *val, size_t k, float *out);
 
+/* Non-blocking forms: the input is encoded during the call (idx and val may be
+ * reused at once); out (the list, or the vector) is written when *req
+ * completes. One call per handle in flight (TERSE_ERR_BUSY); a failed call
+ * leaves the handle's random stream as it was. */
+TERSE_API terse_status_t terse_sparse_allgather_start(terse_sparse_t *s, const uint32_t *idx, const float *val,
+                                                      size_t k, terse_sparse_list_t *out, terse_request_t **req);
+TERSE_API terse_status_t terse_sparse_allreduce_start(terse_sparse_t *s, const uint32_t *idx, const float *val,
+                                                      size_t k, float *out, terse_request_t **req);
+
 typedef struct terse_sparse_stats {
     uint64_t calls, bytes_sent, dense_sends; /* this rank */
 } terse_sparse_stats_t;

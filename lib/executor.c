@@ -70,8 +70,11 @@ static void owe_credit(terse_ctx_t *ctx, int peer)
 static void request_finish(terse_request_t *req, terse_status_t st)
 {
     terse_ctx_t *ctx = req->comm->ctx;
-    if (req->on_done)
-        st = req->on_done(req, req->call_arg, st);
+    if (req->on_done) { /* once: what it does may fail other requests */
+        terse_status_t (*done)(terse_request_t *, void *, terse_status_t) = req->on_done;
+        req->on_done = NULL;
+        st = done(req, req->call_arg, st);
+    }
     terse_request_t **pp = &ctx->req_head, *prev = NULL;
     while (*pp && *pp != req) {
         prev = *pp;
@@ -179,6 +182,9 @@ static int issue_sends(terse_ctx_t *ctx)
                     ((uint64_t)req->serial << 32) | (uint32_t)oi);
                 if (st == TERSE_IN_PROGRESS)
                     break; /* no resource now (bounce pool): retry after completions */
+                if (st == TERSE_ERR_PEER_FAILED && !ch->lost)
+                    break; /* the peer is going: the transport reports it (after an abort it
+                            * may have sent us is read, which names the real cause) */
                 if (st != TERSE_OK) {
                     terse__exec_fail(comm, st, q, req->seq, 1, "write to rank %d failed: %s", q,
                                      terse_strerror(st));

@@ -6,6 +6,7 @@
 #include "log.h"
 
 #include <hwloc.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,10 +52,19 @@ int terse__topo_nic_score(const char *ibdev)
     return score;
 }
 
+/* Whole pages from mmap, backed only when touched; munmap frees them, and
+ * hwloc's NIC-local allocations too (they are mmap'ed and bound). Without a
+ * device the topology is never loaded (it costs tens of milliseconds). */
+static void *map_pages(size_t len)
+{
+    void *p = mmap(NULL, len ? len : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
 void *terse__topo_alloc(const char *ibdev, size_t len)
 {
-    hwloc_topology_t t = get_topo();
-    hwloc_obj_t anc = t && ibdev ? nic_ancestor(t, ibdev) : NULL;
+    hwloc_topology_t t = ibdev ? get_topo() : NULL;
+    hwloc_obj_t anc = t ? nic_ancestor(t, ibdev) : NULL;
     if (anc && anc->nodeset && !hwloc_bitmap_iszero(anc->nodeset)) {
         void *p = hwloc_alloc_membind(t, len, anc->nodeset, HWLOC_MEMBIND_BIND, HWLOC_MEMBIND_BYNODESET);
         if (p) {
@@ -62,17 +72,11 @@ void *terse__topo_alloc(const char *ibdev, size_t len)
             return p;
         }
     }
-    /* hwloc_alloc maps whole pages; without a topology fall back to malloc */
-    return t ? hwloc_alloc(t, len) : aligned_alloc(4096, (len + 4095) & ~(size_t)4095);
+    return map_pages(len);
 }
 
 void terse__topo_free(void *ptr, size_t len)
 {
-    hwloc_topology_t t = get_topo();
-    if (!ptr)
-        return;
-    if (t)
-        hwloc_free(t, ptr, len);
-    else
-        free(ptr);
+    if (ptr)
+        munmap(ptr, len ? len : 1);
 }

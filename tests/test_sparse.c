@@ -429,10 +429,57 @@ typedef struct {
     terse_rank_fn fn;
 } body_t;
 
+/* Non-blocking: two handles' calls in flight with a dense allreduce, waited
+ * in a rank-dependent order, equal to the blocking calls of twin handles. */
+static int body_sparse_nonblocking(const terse_launch_ctx_t *ctx, void *arg)
+{
+    (void)arg;
+    terse_comm_t *comm;
+    RCHECK(ctx, test_comm_over(ctx, g_transport, &comm) == TERSE_OK, "comm");
+    size_t n = 5000;
+    terse_sparse_params_t p;
+    terse_sparse_params_init(&p);
+    p.values = TERSE_SPARSE_CNAT8; /* a random stream: the twins must draw alike */
+    terse_sparse_t *a, *b, *a2, *b2;
+    RCHECK(ctx, terse_sparse_create(comm, n, &p, &a) == TERSE_OK && terse_sparse_create(comm, n, &p, &a2) == TERSE_OK,
+           "create");
+    RCHECK(ctx, terse_sparse_create(comm, n, NULL, &b) == TERSE_OK && terse_sparse_create(comm, n, NULL, &b2) == TERSE_OK,
+           "create");
+    uint32_t *idx = malloc(n * 4);
+    float *val = malloc(n * 4), *ra = malloc(n * 4), *ra2 = malloc(n * 4);
+    RCHECK(ctx, idx && val && ra && ra2, "malloc");
+    for (int t = 0; t < 5; t++) {
+        size_t k = make_input(ctx->rank, t, n, 1, idx, val);
+        terse_request_t *qa, *qb, *qd;
+        terse_sparse_list_t la, la2;
+        RCHECK(ctx, terse_sparse_allreduce_start(a, idx, val, k, ra, &qa) == TERSE_OK, "start a");
+        size_t kb = make_input(ctx->rank + 1, t, n, 0, idx, val); /* the input may change at once */
+        RCHECK(ctx, terse_sparse_allgather_start(b, idx, val, kb, &la, &qb) == TERSE_OK, "start b");
+        int64_t one = 1, sum;
+        RCHECK(ctx, terse_allreduce_start(comm, &one, &sum, 1, TERSE_INT64, TERSE_SUM, &qd) == TERSE_OK, "dense");
+        terse_request_t *order[3] = {qa, qb, qd};
+        for (int i = 0; i < 3; i++)
+            RCHECK(ctx, terse_request_wait(order[(i + ctx->rank) % 3]) == TERSE_OK, "wait");
+        RCHECK(ctx, sum == ctx->size, "dense result");
+        k = make_input(ctx->rank, t, n, 1, idx, val);
+        RCHECK(ctx, terse_sparse_allreduce(a2, idx, val, k, ra2) == TERSE_OK, "blocking a");
+        RCHECK(ctx, memcmp(ra, ra2, n * 4) == 0, "round %d: non-blocking allreduce != blocking", t);
+        kb = make_input(ctx->rank + 1, t, n, 0, idx, val);
+        RCHECK(ctx, terse_sparse_allgather(b2, idx, val, kb, &la2) == TERSE_OK, "blocking b");
+        RCHECK(ctx, la.total == la2.total && !memcmp(la.idx, la2.idx, la.total * 4) &&
+                        !memcmp(la.val, la2.val, la.total * 4), "round %d: non-blocking allgather != blocking", t);
+    }
+    terse_sparse_destroy(a), terse_sparse_destroy(b), terse_sparse_destroy(a2), terse_sparse_destroy(b2);
+    free(idx), free(val), free(ra), free(ra2);
+    terse_comm_destroy(comm);
+    return 0;
+}
+
 static const body_t bodies[] = {
     {"sparse allgather and allreduce against the reference", body_sparse},
     {"invalid sparse input: an error everywhere, then usable", body_sparse_errors},
     {"SASG: warm-up, threshold, skips, refresh, checkpoint", body_sasg},
+    {"non-blocking sparse calls in flight with a dense one = blocking twins", body_sparse_nonblocking},
 };
 #define NB (int)(sizeof(bodies) / sizeof(bodies[0]))
 

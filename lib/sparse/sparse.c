@@ -81,6 +81,9 @@ void terse_sparse_destroy(terse_sparse_t *s)
 {
     if (!s)
         return;
+    /* a call in flight writes into this handle: let it end first */
+    while (s->inflight && !s->inflight->done)
+        terse__exec_progress(s->comm->ctx, 100);
     for (int i = 0; s->rbuf && i < s->n; i++)
         free(s->rbuf[i]);
     for (int i = 0; s->parts && i < s->n; i++)
@@ -354,72 +357,8 @@ static void *recv_alloc(void *arg, int peer, uint64_t total)
     return s->rbuf[peer];
 }
 
-terse_status_t terse__sparse_exchange(terse_sparse_t *s, uint64_t purpose, int kind, const uint32_t *idx,
-                                      const float *val, size_t k, int dense_ok)
+static void build_list(terse_sparse_t *s, terse_sparse_list_t *out, size_t total)
 {
-    terse_comm_t *comm = s->comm;
-    if (comm->error != TERSE_OK)
-        return comm->error;
-    uint64_t sent0 = comm->stats.bytes_sent;
-    terse_status_t st = encode_msg(s, kind, idx, val, k, dense_ok);
-    if (st != TERSE_OK)
-        return st;
-    int n = s->n, r = s->r;
-    if (n > 1) {
-        terse_request_t *req;
-        if ((st = terse__sched_new(comm, TERSE_COLL_COMPRESSED, TERSE_FLOAT32, TERSE_SUM, -1, s->calls,
-                                   terse__mix64(s->sig, purpose), &req)) != TERSE_OK)
-            return st;
-        /* the largest message any rank can send: a list of n pairs */
-        size_t limit = HDR + (5 + 4) * s->len;
-        int rc = 0;
-        for (int d = 1; d < n && !rc; d++)
-            rc = terse__sched_send_msg(req, (r + d) % n, s->msg, s->msg_len) < 0;
-        for (int d = 1; d < n && !rc; d++)
-            rc = terse__sched_add(req, TERSE_OPK_RECV, TERSE_ACT_VARLEN, (r + n - d) % n, NULL, NULL, limit,
-                                  -1, -1) < 0;
-        if (rc) {
-            terse__sched_free(req);
-            return TERSE_ERR_NO_MEMORY;
-        }
-        req->varlen_alloc = recv_alloc;
-        req->varlen_arg = s;
-        if ((st = terse__coll_run(req, NULL)) != TERSE_OK) /* recv_alloc notes each length */
-            return st;
-        for (int i = 0; i < n; i++)
-            if (i != r && terse__sparse_decode(s, i, s->rbuf[i], s->rlen[i])) {
-                terse__exec_fail(comm, TERSE_ERR_PROTOCOL, i, comm->next_seq, 1,
-                                 "sparse collective: malformed message from rank %d", i);
-                return TERSE_ERR_PROTOCOL;
-            }
-    }
-    /* our own part from our own message, so lossy values agree everywhere */
-    if (terse__sparse_decode(s, r, s->msg, s->msg_len))
-        return TERSE_ERR_PROTOCOL;
-    s->calls++;
-    s->bytes_sent += comm->stats.bytes_sent - sent0;
-    for (int i = 0; i < n; i++)
-        if (s->parts[i].kind == TERSE_SPMSG_POISON) {
-            TERSE_WARN(COLL, "sparse collective: rank %d's input breaks the rules", i);
-            return TERSE_ERR_INVALID_ARG;
-        }
-    return TERSE_OK;
-}
-
-terse_status_t terse_sparse_allgather(terse_sparse_t *s, const uint32_t *idx, const float *val, size_t k,
-                                      terse_sparse_list_t *out)
-{
-    if (!s || !out)
-        return TERSE_ERR_INVALID_ARG;
-    terse_status_t st = terse__sparse_exchange(s, 1, TERSE_SPMSG_LIST, idx, val, k, 0);
-    if (st != TERSE_OK)
-        return st;
-    size_t total = 0;
-    for (int i = 0; i < s->n; i++)
-        total += s->parts[i].k;
-    if (grow((void **)&s->oidx, &s->oicap, total ? total : 1, sizeof(uint32_t)) ||
-        grow((void **)&s->oval, &s->ovcap, total ? total : 1, sizeof(float)))
-        return TERSE_ERR_NO_MEMORY;
     size_t w = 0;
     for (int i = 0; i < s->n; i++) {
         const terse_sparse_part_t *pt = &s->parts[i];
@@ -432,7 +371,6 @@ terse_status_t terse_sparse_allgather(terse_sparse_t *s, const uint32_t *idx, co
         w += pt->k;
     }
     *out = (terse_sparse_list_t){total, s->counts, s->offsets, s->oidx, s->oval};
-    return TERSE_OK;
 }
 
 /* out = sum of the parts in rank order */
@@ -450,16 +388,139 @@ void terse__sparse_accumulate(const terse_sparse_t *s, float *out)
     }
 }
 
-terse_status_t terse_sparse_allreduce(terse_sparse_t *s, const uint32_t *idx, const float *val, size_t k,
-                                      float *out)
+/* The exchange ended: decode every message, then produce the output and
+ * count the call - or put the random stream back. */
+static terse_status_t exchange_done(terse_request_t *req, void *arg, terse_status_t st)
+{
+    (void)req;
+    terse_sparse_t *s = arg;
+    terse_comm_t *comm = s->comm;
+    int n = s->n, r = s->r;
+    for (int i = 0; st == TERSE_OK && i < n; i++)
+        if (i != r && terse__sparse_decode(s, i, s->rbuf[i], s->rlen[i])) {
+            /* every later call fails; this one's peers see their own copy */
+            terse__exec_fail(comm, TERSE_ERR_PROTOCOL, i, comm->next_seq, 1,
+                             "sparse collective: malformed message from rank %d", i);
+            st = TERSE_ERR_PROTOCOL;
+        }
+    /* our own part from our own message, so lossy values agree everywhere */
+    if (st == TERSE_OK && terse__sparse_decode(s, r, s->msg, s->msg_len))
+        st = TERSE_ERR_PROTOCOL;
+    for (int i = 0; st == TERSE_OK && i < n; i++)
+        if (s->parts[i].kind == TERSE_SPMSG_POISON) {
+            TERSE_WARN(COLL, "sparse collective: rank %d's input breaks the rules", i);
+            st = TERSE_ERR_INVALID_ARG;
+        }
+    if (st == TERSE_OK && s->mode == TERSE_SP_GATHER) {
+        size_t total = 0;
+        for (int i = 0; i < n; i++)
+            total += s->parts[i].k;
+        if (grow((void **)&s->oidx, &s->oicap, total ? total : 1, sizeof(uint32_t)) ||
+            grow((void **)&s->oval, &s->ovcap, total ? total : 1, sizeof(float)))
+            st = TERSE_ERR_NO_MEMORY;
+        else
+            build_list(s, s->out_list, total);
+    } else if (st == TERSE_OK && s->mode == TERSE_SP_REDUCE) {
+        terse__sparse_accumulate(s, s->out_dense);
+    }
+    if (st == TERSE_OK) {
+        s->calls++;
+        s->bytes_sent += s->sent_bytes;
+    } else if (st != TERSE_ERR_INVALID_ARG) {
+        s->rng = s->rng0; /* a failed call never happened (a refused input still counts) */
+        s->dense_sends = s->dense0;
+    } else {
+        s->calls++;
+        s->bytes_sent += s->sent_bytes;
+    }
+    s->inflight = NULL;
+    return st;
+}
+
+terse_status_t terse__sparse_exchange_start(terse_sparse_t *s, uint64_t purpose, int kind, const uint32_t *idx,
+                                            const float *val, size_t k, int dense_ok, int mode,
+                                            terse_request_t **out)
+{
+    terse_comm_t *comm = s->comm;
+    if (comm->error != TERSE_OK)
+        return comm->error;
+    if (s->inflight) {
+        TERSE_WARN(COLL, "sparse collective: a call of this handle is in flight (wait for it first)");
+        return TERSE_ERR_BUSY;
+    }
+    s->rng0 = s->rng;
+    s->dense0 = s->dense_sends;
+    terse_status_t st = encode_msg(s, kind, idx, val, k, dense_ok);
+    if (st != TERSE_OK)
+        return st;
+    int n = s->n, r = s->r;
+    terse_request_t *req;
+    if ((st = terse__sched_new(comm, TERSE_COLL_COMPRESSED, TERSE_FLOAT32, TERSE_SUM, -1, s->calls,
+                               terse__mix64(s->sig, purpose), &req)) != TERSE_OK) {
+        s->rng = s->rng0;
+        return st;
+    }
+    /* the largest message any rank can send: a list of n pairs */
+    size_t limit = HDR + (5 + 4) * s->len;
+    int rc = 0;
+    s->sent_bytes = n > 1 ? (uint64_t)(n - 1) * s->msg_len : 0;
+    for (int d = 1; d < n && !rc; d++)
+        rc = terse__sched_send_msg(req, (r + d) % n, s->msg, s->msg_len) < 0;
+    for (int d = 1; d < n && !rc; d++)
+        rc = terse__sched_add(req, TERSE_OPK_RECV, TERSE_ACT_VARLEN, (r + n - d) % n, NULL, NULL, limit, -1, -1) < 0;
+    if (rc) {
+        s->rng = s->rng0;
+        terse__sched_free(req);
+        return TERSE_ERR_NO_MEMORY;
+    }
+    req->varlen_alloc = recv_alloc; /* notes each length */
+    req->varlen_arg = s;
+    req->call_arg = s;
+    req->on_done = exchange_done;
+    s->mode = mode;
+    s->inflight = req;
+    st = terse__coll_run(req, out);
+    if (s->inflight == req && (!out || st != TERSE_OK)) {
+        s->inflight = NULL; /* refused before it ran */
+        s->rng = s->rng0;
+    }
+    return st;
+}
+
+terse_status_t terse__sparse_exchange(terse_sparse_t *s, uint64_t purpose, int kind, const uint32_t *idx,
+                                      const float *val, size_t k, int dense_ok)
+{
+    return terse__sparse_exchange_start(s, purpose, kind, idx, val, k, dense_ok, TERSE_SP_RAW, NULL);
+}
+
+terse_status_t terse_sparse_allgather_start(terse_sparse_t *s, const uint32_t *idx, const float *val, size_t k,
+                                            terse_sparse_list_t *out, terse_request_t **req)
 {
     if (!s || !out)
         return TERSE_ERR_INVALID_ARG;
-    terse_status_t st = terse__sparse_exchange(s, 2, TERSE_SPMSG_LIST, idx, val, k, 1);
-    if (st != TERSE_OK)
-        return st;
-    terse__sparse_accumulate(s, out);
-    return TERSE_OK;
+    s->out_list = out;
+    return terse__sparse_exchange_start(s, 1, TERSE_SPMSG_LIST, idx, val, k, 0, TERSE_SP_GATHER, req);
+}
+
+terse_status_t terse_sparse_allgather(terse_sparse_t *s, const uint32_t *idx, const float *val, size_t k,
+                                      terse_sparse_list_t *out)
+{
+    return terse_sparse_allgather_start(s, idx, val, k, out, NULL);
+}
+
+terse_status_t terse_sparse_allreduce_start(terse_sparse_t *s, const uint32_t *idx, const float *val, size_t k,
+                                            float *out, terse_request_t **req)
+{
+    if (!s || !out)
+        return TERSE_ERR_INVALID_ARG;
+    s->out_dense = out;
+    return terse__sparse_exchange_start(s, 2, TERSE_SPMSG_LIST, idx, val, k, 1, TERSE_SP_REDUCE, req);
+}
+
+terse_status_t terse_sparse_allreduce(terse_sparse_t *s, const uint32_t *idx, const float *val, size_t k,
+                                      float *out)
+{
+    return terse_sparse_allreduce_start(s, idx, val, k, out, NULL);
 }
 
 terse_status_t terse_sparse_stats(const terse_sparse_t *s, terse_sparse_stats_t *stats)

@@ -62,7 +62,17 @@ struct terse_sparse {
     size_t oicap, ovcap;
 
     uint64_t calls, bytes_sent, dense_sends;
+
+    /* the exchange in flight, NULL when none */
+    terse_request_t *inflight;
+    int mode;                     /* what it ends with: SP_RAW, SP_GATHER, SP_REDUCE */
+    terse_sparse_list_t *out_list;
+    float *out_dense;
+    terse_rng_t rng0;             /* put back if it fails */
+    uint64_t dense0, sent_bytes;
 };
+
+enum { TERSE_SP_RAW = 0, TERSE_SP_GATHER, TERSE_SP_REDUCE };
 
 /*
  * One exchange: encode (kind, idx, val, k) - LIST, DENSE (val holds len
@@ -74,6 +84,11 @@ struct terse_sparse {
  */
 terse_status_t terse__sparse_exchange(terse_sparse_t *s, uint64_t purpose, int kind, const uint32_t *idx,
                                       const float *val, size_t k, int dense_ok);
+/* The same, non-blocking when out != NULL; mode says what the end produces
+ * (parts only, the allgather list, the accumulated vector). */
+terse_status_t terse__sparse_exchange_start(terse_sparse_t *s, uint64_t purpose, int kind, const uint32_t *idx,
+                                            const float *val, size_t k, int dense_ok, int mode,
+                                            terse_request_t **out);
 
 /* Decode rank r's message (len bytes at m) into parts[r]: 0, or -1 when it is
  * malformed (any bytes: a peer's message is checked before it is used). */
