@@ -504,8 +504,7 @@ TERSE_API terse_status_t terse_compressed_allreduce(terse_compressed_t *c, const
  * any other requests (issue order is the only ordering rule); one step per
  * handle at a time (TERSE_ERR_BUSY), and save, load and scale_residual wait
  * for it (TERSE_ERR_BUSY). A step that fails or is cancelled leaves the
- * handle's state as it was. The ring algorithm still runs its step inside
- * this call and returns a completed request.
+ * handle's state as it was.
  */
 TERSE_API terse_status_t terse_compressed_allreduce_start(terse_compressed_t *c, const float *sendbuf,
                                                           float *recvbuf, terse_request_t **req);
@@ -667,6 +666,14 @@ TERSE_API terse_status_t terse_sasg_set_lr(terse_sasg_t *s, double lr);
 /** One step. theta: the current model (kept as the stale point on upload). */
 TERSE_API terse_status_t terse_sasg_step(terse_sasg_t *s, const float *theta, const float *grad,
                                          double change_sq, float *update, int *uploaded);
+/** The same step, non-blocking: the decision, top-k and encoding happen in
+ * this call (grad may be reused at once); theta is copied and *update and
+ * *uploaded are written when *req completes, so theta and update must stay
+ * valid until then. One step per handle in flight (TERSE_ERR_BUSY); a
+ * failed step changes nothing. */
+TERSE_API terse_status_t terse_sasg_step_start(terse_sasg_t *s, const float *theta, const float *grad,
+                                               double change_sq, float *update, int *uploaded,
+                                               terse_request_t **req);
 /** The same step given both gradients: change_sq = ||grad - grad_stale||^2 is
  * computed here (float differences squared and summed in double, in index
  * order). grad_stale (the gradient at

@@ -61,6 +61,12 @@ static const cfg_row_t terse_config_table[] = {
         "With auto, compressed allreduces of unbiased codecs on more than 2 ranks use two_phase from "
         "this many float32 bytes up, allgather of codes below (fewer steps; measured crossover on TCP "
         "loopback, docs/performance.md)."),
+    ROW("TERSE_LINK_GBPS", CFG_DOUBLE, link_gbps, "0",
+        "The network's rate in Gbit/s per rank (e.g. 1, 10, 100). When set, the compressed allreduce's auto "
+        "choice weighs bytes against steps on it (allgather: n-1 whole codes; two_phase: 2(n-1) codes of 1/n) "
+        "instead of TERSE_COMPRESSED_THRESHOLD, so a bandwidth-bound job sends the fewest bytes."),
+    ROW("TERSE_LINK_LATENCY_US", CFG_DOUBLE, link_latency_us, "30",
+        "Per-message latency in microseconds for the same model (TERSE_LINK_GBPS)."),
     ROW("TERSE_RD_THRESHOLD", CFG_SIZE, rd_threshold, "0",
         "With auto, allreduce messages up to this many bytes use recursive doubling; 0 means "
         "512K / log2(ranks), measured on TCP loopback (docs/performance.md)."),

@@ -5,7 +5,6 @@
 #include "net.h"
 
 #include <sched.h>
-#include <stdlib.h>
 
 terse_status_t terse_request_test(terse_request_t *req, int *done)
 {
@@ -80,18 +79,6 @@ terse_status_t terse__coll_check(const terse_comm_t *comm, terse_dtype_t dtype, 
         TERSE_WARN(COLL, "count %zu too large", count);
         return TERSE_ERR_INVALID_ARG;
     }
-    return TERSE_OK;
-}
-
-terse_status_t terse__request_done(terse_comm_t *comm, terse_status_t status, terse_request_t **out)
-{
-    terse_request_t *req = calloc(1, sizeof(*req));
-    if (!req)
-        return TERSE_ERR_NO_MEMORY;
-    req->comm = comm;
-    req->done = 1;
-    req->status = status;
-    *out = req;
     return TERSE_OK;
 }
 

@@ -26,6 +26,8 @@ typedef struct terse_config {
     int reg_cache;           /* automatic registrations kept (0: off) */
     char compressed_algo[16];/* auto, allgather, two_phase, ring */
     size_t compressed_threshold; /* auto: two_phase from this many float32 bytes */
+    double link_gbps;        /* the link's rate, for auto choices (0: unknown) */
+    double link_latency_us;  /* ... and its per-message latency */
     char ib_device[64];      /* verbs device[:port] */
     char ib_addr[64];        /* verbs IPv4 address */
     int ib_gid_index;        /* -1: automatic */

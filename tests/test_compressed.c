@@ -423,15 +423,16 @@ static int body_nonblocking(const terse_launch_ctx_t *ctx, void *arg)
     (void)arg;
     terse_comm_t *comm;
     RCHECK(ctx, make_comm(ctx, &comm) == TERSE_OK, "comm");
-    /* three buckets of different sizes and codecs, a twin of each run blocking */
+    /* three buckets - two-phase, allgather, ring - of different sizes and codecs,
+     * a twin of each run blocking */
     const char *codecs[3] = {"cnat8", "sign", "natdither"};
     const terse_compressed_algo_t algos[3] = {TERSE_COMPRESSED_TWO_PHASE, TERSE_COMPRESSED_ALLGATHER,
-                                              TERSE_COMPRESSED_TWO_PHASE};
+                                              TERSE_COMPRESSED_RING};
     size_t counts[3] = {g_quick ? 20011 : 200011, 3001, g_quick ? 9001 : 70001};
     terse_compressed_t *nb[3], *bl[3];
     float *x[3], *o_nb[3], *o_bl[3];
     for (int b = 0; b < 3; b++) {
-        terse_compressed_params_t p = params(codecs[b], algos[b], 1);
+        terse_compressed_params_t p = params(codecs[b], algos[b], algos[b] != TERSE_COMPRESSED_RING);
         p.error_average_every = b == 0 ? 3 : 0; /* the average rides in the same schedule */
         p.server_error_feedback = algos[b] == TERSE_COMPRESSED_TWO_PHASE;
         RCHECK(ctx, terse_compressed_create(comm, counts[b], &p, &nb[b]) == TERSE_OK &&
@@ -504,6 +505,38 @@ static int body_nonblocking(const terse_launch_ctx_t *ctx, void *arg)
     return 0;
 }
 
+/* ---- auto's choice weighs bytes against steps when the link is known -------- */
+
+static int body_auto_link(const terse_launch_ctx_t *ctx, void *arg)
+{
+    (void)arg;
+    size_t n = 101770; /* the MLP of examples/fmnist_train: 400 KB of float32 */
+    const char *want_fast[] = {"allgather", "allgather", "allgather"};
+    const char *rates[] = {"", "1", "100"};
+    for (int k = 0; k < 3; k++) {
+        if (rates[k][0])
+            setenv("TERSE_LINK_GBPS", rates[k], 1);
+        else
+            unsetenv("TERSE_LINK_GBPS");
+        terse_comm_t *comm;
+        RCHECK(ctx, make_comm(ctx, &comm) == TERSE_OK, "comm");
+        terse_compressed_params_t p = params("cnat8", TERSE_COMPRESSED_AUTO, 0);
+        terse_compressed_t *c;
+        RCHECK(ctx, terse_compressed_create(comm, n, &p, &c) == TERSE_OK, "create");
+        terse_compressed_stats_t s;
+        terse_compressed_stats(c, &s);
+        /* 1 Gbit/s: the code's bytes dominate - two-phase sends half as many at 4 ranks;
+         * loopback default and 100 Gbit/s: the allgather's fewer steps win at 400 KB */
+        const char *want = ctx->size > 2 && k == 1 ? "two_phase" : want_fast[k];
+        RCHECK(ctx, !strcmp(s.algorithm, want), "TERSE_LINK_GBPS=%s, %d ranks: auto chose %s, want %s",
+               rates[k][0] ? rates[k] : "(unset)", ctx->size, s.algorithm, want);
+        terse_compressed_destroy(c);
+        terse_comm_destroy(comm);
+    }
+    unsetenv("TERSE_LINK_GBPS");
+    return 0;
+}
+
 typedef struct {
     const char *name;
     terse_rank_fn fn;
@@ -518,6 +551,7 @@ static const body_t bodies[] = {
     {"bad parameters, NaN input, mismatched ranks", body_errors},
     {"non-blocking steps of three buckets in flight = blocking, busy handle, failed step changes nothing",
      body_nonblocking},
+    {"auto weighs bytes against steps for TERSE_LINK_GBPS", body_auto_link},
 };
 #define NB (int)(sizeof(bodies) / sizeof(bodies[0]))
 

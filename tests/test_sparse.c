@@ -470,6 +470,36 @@ static int body_sparse_nonblocking(const terse_launch_ctx_t *ctx, void *arg)
                         !memcmp(la.val, la2.val, la.total * 4), "round %d: non-blocking allgather != blocking", t);
     }
     terse_sparse_destroy(a), terse_sparse_destroy(b), terse_sparse_destroy(a2), terse_sparse_destroy(b2);
+    /* SASG: a non-blocking step with a dense call in flight = the blocking twin */
+    terse_sasg_params_t sp;
+    terse_sasg_params_init(&sp);
+    sp.D = 3, sp.ratio = 0.02, sp.values = TERSE_SPARSE_CNAT8;
+    terse_sasg_t *g1, *g2;
+    RCHECK(ctx, terse_sasg_create(comm, n, &sp, &g1) == TERSE_OK && terse_sasg_create(comm, n, &sp, &g2) == TERSE_OK,
+           "sasg create");
+    float *theta = calloc(n, 4), *grad = malloc(n * 4), *u1 = malloc(n * 4), *u2 = malloc(n * 4);
+    RCHECK(ctx, theta && grad && u1 && u2, "malloc");
+    for (int t = 0; t < 12; t++) {
+        for (size_t i = 0; i < n; i++)
+            grad[i] = (float)((i * 7 + (size_t)t * 13 + (size_t)ctx->rank * 5) % 101) - 50.0f;
+        /* a change that skips now and then, the same on every rank's twin */
+        double change = terse_sasg_need_change(g1) ? ((t + ctx->rank) % 3 == 0 ? 0.0 : 1e30) : -1;
+        int up1 = -1, up2 = -2;
+        terse_request_t *q, *qd;
+        int64_t one = 1, sum;
+        RCHECK(ctx, terse_sasg_step_start(g1, theta, grad, change, u1, &up1, &q) == TERSE_OK, "sasg start %d", t);
+        RCHECK(ctx, terse_allreduce_start(comm, &one, &sum, 1, TERSE_INT64, TERSE_SUM, &qd) == TERSE_OK, "dense");
+        RCHECK(ctx, terse_request_wait(qd) == TERSE_OK && terse_request_wait(q) == TERSE_OK, "sasg wait %d", t);
+        RCHECK(ctx, terse_sasg_step(g2, theta, grad, change, u2, &up2) == TERSE_OK, "sasg blocking %d", t);
+        RCHECK(ctx, up1 == up2 && memcmp(u1, u2, n * 4) == 0, "step %d: non-blocking SASG != blocking", t);
+        for (size_t i = 0; i < n; i++)
+            theta[i] -= u1[i];
+    }
+    terse_sasg_stats_t st1, st2;
+    terse_sasg_stats(g1, &st1), terse_sasg_stats(g2, &st2);
+    RCHECK(ctx, st1.uploads == st2.uploads && st1.skips == st2.skips && st1.steps == 12, "SASG counters");
+    terse_sasg_destroy(g1), terse_sasg_destroy(g2);
+    free(theta), free(grad), free(u1), free(u2);
     free(idx), free(val), free(ra), free(ra2);
     terse_comm_destroy(comm);
     return 0;
@@ -479,7 +509,7 @@ static const body_t bodies[] = {
     {"sparse allgather and allreduce against the reference", body_sparse},
     {"invalid sparse input: an error everywhere, then usable", body_sparse_errors},
     {"SASG: warm-up, threshold, skips, refresh, checkpoint", body_sasg},
-    {"non-blocking sparse calls in flight with a dense one = blocking twins", body_sparse_nonblocking},
+    {"non-blocking sparse calls and SASG steps in flight with dense ones = blocking twins", body_sparse_nonblocking},
 };
 #define NB (int)(sizeof(bodies) / sizeof(bodies[0]))
 

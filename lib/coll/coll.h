@@ -15,10 +15,6 @@ terse_status_t terse__coll_check(const terse_comm_t *comm, terse_dtype_t dtype, 
 int terse__allreduce_build(terse_request_t *req, const void *sendbuf, void *recvbuf, size_t count,
                            uint64_t *algo);
 
-/* A request that is complete already, with this status (for steps that
- * run at once); released by wait or free like any. */
-terse_status_t terse__request_done(terse_comm_t *comm, terse_status_t status, terse_request_t **out);
-
 /* Commit req; block until done when out == NULL, else hand it to the caller. */
 terse_status_t terse__coll_run(terse_request_t *req, terse_request_t **out);
 
@@ -98,19 +94,10 @@ int terse__ring_allgather(terse_request_t *req, const terse_blocks_t *b, char *b
 int terse__build_rabenseifner(terse_request_t *req, char *buf, size_t count, size_t esz);
 
 
-/*
- * Byte movement for compressed collectives (exchange.c), blocking. `sig`
- * folds in everything the ranks must agree on; `step` tells calls of one
- * collective apart in error messages.
- *
- * terse__exchange: for every peer p, send slen[p] bytes from sbuf[p] and
- * receive rlen[p] bytes into rbuf[p] (0: nothing). Sizes must match pairwise.
- */
-terse_status_t terse__exchange(terse_comm_t *comm, uint64_t sig, uint64_t step,
-                               const void *const *sbuf, const size_t *slen, void *const *rbuf,
-                               const size_t *rlen);
-/* Ring allgather of byte blocks: block i is buf[off[i] .. off[i]+len[i]), the
- * own block already in place; lengths must agree on all ranks. */
+/* Ring allgather of byte blocks (exchange.c), blocking: block i is
+ * buf[off[i] .. off[i]+len[i]), the own block already in place; lengths must
+ * agree on all ranks. `sig` folds in what the ranks must agree on; `step`
+ * tells calls apart in error messages. */
 terse_status_t terse__allgather_bytes(terse_comm_t *comm, uint64_t sig, uint64_t step, char *buf,
                                       const size_t *off, const size_t *len);
 

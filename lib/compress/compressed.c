@@ -1,8 +1,8 @@
 /*
  * compressed.c - the persistent compressed allreduce: parameters, layout,
  * one step (feedback, algorithm, error averaging, statistics) and the
- * step-ahead helpers. The algorithms live in compressed_algo.c, the codec
- * work they share in compressed_codec.c, checkpoints in compressed_state.c.
+ * step-ahead helpers. A step is one schedule (compressed_step.c), the codec
+ * work it does is compressed_codec.c's, checkpoints compressed_state.c's.
  */
 #include "compressed.h"
 #include "../coll/coll.h"
@@ -73,14 +73,25 @@ static terse_status_t check_params(terse_comm_t *comm, size_t count, const terse
     }
     if (a == TERSE_COMPRESSED_AUTO) {
         /* One compression when codes are biased (feedback covers exactly one
-         * error), when two ranks make both shapes cost the same, and for
-         * small tensors, where the allgather's fewer steps win. */
+         * error), when two ranks make both shapes cost the same; otherwise
+         * the shape with the least time on the link - with TERSE_LINK_GBPS
+         * (and TERSE_LINK_LATENCY_US) from a model of its bytes and steps,
+         * else by the threshold measured on the loopback, where small
+         * tensors go to the allgather's fewer steps. */
+        int n = comm->size;
         if (p->server_error_feedback || p->server_codec)
             a = TERSE_COMPRESSED_TWO_PHASE;
-        else
-            a = ((*up)->biased || comm->size <= 2 || count * 4 < comm->cfg.compressed_threshold)
-                    ? TERSE_COMPRESSED_ALLGATHER
-                    : TERSE_COMPRESSED_TWO_PHASE;
+        else if ((*up)->biased || n <= 2)
+            a = TERSE_COMPRESSED_ALLGATHER;
+        else if (comm->cfg.link_gbps > 0) {
+            terse_codec_params_t cp = {.ratio = p->ratio, .levels = p->levels, .norm = p->norm, .bucket = p->bucket};
+            double b = (double)(*up)->bound(&cp, count), beta = comm->cfg.link_gbps * 1e9 / 8,
+                   alpha = comm->cfg.link_latency_us * 1e-6;
+            /* allgather: n-1 steps of a whole code; two-phase: 2(n-1) steps of a 1/n code */
+            double t_ag = (n - 1) * (alpha + b / beta), t_tp = 2.0 * (n - 1) * (alpha + b / n / beta);
+            a = t_tp < t_ag ? TERSE_COMPRESSED_TWO_PHASE : TERSE_COMPRESSED_ALLGATHER;
+        } else
+            a = count * 4 < comm->cfg.compressed_threshold ? TERSE_COMPRESSED_ALLGATHER : TERSE_COMPRESSED_TWO_PHASE;
     }
     if (a == TERSE_COMPRESSED_ALLGATHER && (p->server_error_feedback || p->server_codec))
         BAD("server_codec and server_error_feedback need an owner per chunk: "
@@ -302,45 +313,11 @@ static terse_status_t check_step(const terse_compressed_t *c, const float *sendb
     return c->comm->error;
 }
 
-/* The ring, phase by phase (blocking). */
-static terse_status_t ring_step(terse_compressed_t *c, const float *sendbuf, float *recvbuf)
-{
-    terse_comm_t *comm = c->comm;
-    uint64_t sent0 = comm->stats.bytes_sent;
-    size_t d = c->count;
-    terse_rng_t up0 = c->rng_up, down0 = c->rng_down;
-    terse_status_t st = terse__compressed_ring(c, sendbuf, recvbuf);
-    uint64_t step = c->steps + 1;
-    int average = st == TERSE_OK && c->p.error_feedback && c->p.error_average_every &&
-                  step % (uint64_t)c->p.error_average_every == 0;
-    if (average && c->n > 1) /* every rank's e becomes the mean residual (bit-identical) */
-        st = terse_allreduce(comm, c->e_next, c->e_next, d, TERSE_FLOAT32, TERSE_AVG);
-    if (st != TERSE_OK) {
-        c->rng_up = up0, c->rng_down = down0; /* as if the call never happened */
-        return st;
-    }
-    if (c->p.error_feedback) {
-        float *t = c->e;
-        c->e = c->e_next, c->e_next = t;
-    }
-    if (c->p.server_error_feedback) {
-        float *t = c->se;
-        c->se = c->se_next, c->se_next = t;
-    }
-    c->steps = step;
-    c->error_averages += (uint64_t)average;
-    c->bytes_last = comm->stats.bytes_sent - sent0;
-    c->bytes_total += c->bytes_last;
-    return TERSE_OK;
-}
-
 terse_status_t terse_compressed_allreduce(terse_compressed_t *c, const float *sendbuf, float *recvbuf)
 {
     terse_status_t st = check_step(c, sendbuf, recvbuf);
     if (st != TERSE_OK)
         return st;
-    if (c->algo == TERSE_COMPRESSED_RING)
-        return ring_step(c, sendbuf, recvbuf);
     return terse__compressed_start(c, sendbuf, recvbuf, NULL);
 }
 
@@ -353,12 +330,6 @@ terse_status_t terse_compressed_allreduce_start(terse_compressed_t *c, const flo
     if (st != TERSE_OK)
         return st; /* *req untouched: it may name the step in flight */
     *req = NULL;
-    if (c->algo == TERSE_COMPRESSED_RING) {
-        /* not a schedule yet: the step runs now, the request is complete */
-        if ((st = ring_step(c, sendbuf, recvbuf)) != TERSE_OK)
-            return st;
-        return terse__request_done(c->comm, TERSE_OK, req);
-    }
     return terse__compressed_start(c, sendbuf, recvbuf, req);
 }
 

@@ -58,14 +58,10 @@ struct terse_compressed {
     uint64_t step_bytes;   /* what it sends */
 };
 
-/* A step of the allgather or two-phase algorithm as one request
- * (compressed_step.c): out NULL runs it to the end; the state is committed
- * when it succeeds, left as it was when it fails. */
+/* A step as one request (compressed_step.c): out NULL runs it to the end;
+ * the state is committed when it succeeds, left as it was when it fails. */
 terse_status_t terse__compressed_start(terse_compressed_t *c, const float *sendbuf, float *recvbuf,
                                        terse_request_t **out);
-/* The ring, blocking (compressed_algo.c): fills recvbuf and c->e_next /
- * c->se_next; the caller commits the state only when it succeeds. */
-terse_status_t terse__compressed_ring(terse_compressed_t *c, const float *u, float *recvbuf);
 
 /* code = C(u + e_in); with e_out, e_out = (u + e_in) - decode(code) (feedback;
  * e_in may be NULL). One fused pass when the codec has encode_ef. */

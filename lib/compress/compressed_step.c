@@ -1,11 +1,14 @@
 /*
- * compressed_step.c - a step of the allgather and two-phase compressed
- * allreduce as one schedule, run by the executor like any collective:
+ * compressed_step.c - a step of the compressed allreduce as one schedule,
+ * run by the executor like any collective:
  *
  *   two-phase: encode chunk j (a call) -> its code to owner j; the codes of
  *              our chunk from every rank -> added in rank order (calls) ->
  *              the owner's re-encode (a call) -> ring allgather of the
  *              owners' codes;
+ *   ring:      at each hop, encode our partial sum of a block (a call) ->
+ *              right; the left neighbour's code -> added (a call); the
+ *              owned block's sum -> the owner's re-encode -> as two-phase;
  *   allgather: encode the whole tensor (a call) -> ring allgather of codes;
  *   then, every H steps, the dense allreduce (AVG) of the new residuals,
  *   gated behind the encodes.
@@ -101,13 +104,96 @@ static terse_status_t call_owner(terse_request_t *req, void *arg, size_t idx)
     return TERSE_OK;
 }
 
+/* Ring: at hop t, encode our partial sum of block b(t) (to the right);
+ * once anything was not finite, only poison goes on round the ring. */
+static int ring_block(const terse_compressed_t *c, int t) { return (c->r + 2 * c->n - t - 1) % c->n; }
+
+static terse_status_t call_ring_encode(terse_request_t *req, void *arg, size_t t)
+{
+    (void)req;
+    terse_compressed_t *c = arg;
+    int b = ring_block(c, (int)t);
+    char *code = c->up_codes + c->up_off[b];
+    if (c->bad_sum) {
+        terse__codec_put_poison(code, c->up->id, c->len[b], c->up_len[b]);
+        return TERSE_OK;
+    }
+    size_t len;
+    terse__compressed_set_seed(c, b);
+    terse_status_t st = terse__compressed_encode(c, c->up, c->u + c->off[b], NULL, NULL, c->len[b], code, &len,
+                                                 &c->rng_up);
+    if (st == TERSE_ERR_INVALID_ARG) {
+        TERSE_WARN(COLL, "compressed allreduce step %llu: a partial sum of block %d is not finite",
+                   (unsigned long long)c->steps + 1, b);
+        terse__codec_put_poison(code, c->up->id, c->len[b], c->up_len[b]);
+        c->bad_sum = 1;
+        return TERSE_OK;
+    }
+    return st == TERSE_OK && len != c->up_len[b] ? TERSE_ERR_PROTOCOL : st;
+}
+
+/* ... and add the left neighbour's code of block b(t + 1) to ours */
+static terse_status_t call_ring_add(terse_request_t *req, void *arg, size_t t)
+{
+    (void)req;
+    terse_compressed_t *c = arg;
+    int rb = ring_block(c, (int)t + 1);
+    const char *code = c->in_codes + c->in_off[rb];
+    if (terse__codec_poisoned(code, c->in_len[rb]))
+        c->bad_sum = 1;
+    if (c->bad_sum)
+        return TERSE_OK;
+    if (c->up->decode_add(&c->cp, code, c->in_len[rb], c->e_next + c->off[rb], c->len[rb]) != TERSE_OK)
+        return terse__compressed_bad_code(c, (c->r + c->n - 1) % c->n, c->up->name);
+    return TERSE_OK;
+}
+
+/* the owned block's sum is complete: to the owner's re-encode */
+static terse_status_t call_ring_own(terse_request_t *req, void *arg, size_t idx)
+{
+    (void)idx;
+    terse_compressed_t *c = arg;
+    memcpy(c->acc, c->e_next + c->off[c->r], c->len[c->r] * sizeof(float));
+    return call_owner(req, arg, 0);
+}
+
+/* Ring reduce-scatter: partial sums formed in e_next (no worker feedback
+ * in a ring). Returns the op after which the owner's code is ready. */
+static int build_ring(terse_request_t *req, terse_compressed_t *c, int *last_encode)
+{
+    int n = c->n, r = c->r, right = (r + 1) % n, left = (r + n - 1) % n, prev = -1, rc = 0;
+    size_t chunk = c->comm->chunk;
+    memcpy(c->e_next, c->u, c->count * sizeof(float));
+    c->u = c->e_next;
+    *last_encode = -1;
+    for (int t = 0; t < n - 1 && !rc; t++) {
+        int b = ring_block(c, t), rb = ring_block(c, t + 1), enc, got = -1;
+        rc |= (enc = terse__sched_call(req, call_ring_encode, (size_t)t, prev, -1)) < 0;
+        *last_encode = enc;
+        for (size_t o = 0; !rc && (o < c->up_len[b] || o == 0); o += chunk) {
+            size_t l = c->up_len[b] - o < chunk ? c->up_len[b] - o : chunk;
+            rc |= terse__sched_add(req, TERSE_OPK_SEND, TERSE_ACT_NONE, right, NULL, c->up_codes + c->up_off[b] + o,
+                                   l, enc, -1) < 0;
+            c->step_bytes += l;
+        }
+        for (size_t o = 0; !rc && (o < c->in_len[rb] || o == 0); o += chunk) {
+            size_t l = c->in_len[rb] - o < chunk ? c->in_len[rb] - o : chunk;
+            rc |= (got = terse__sched_add(req, TERSE_OPK_RECV, TERSE_ACT_COPY, left, c->in_codes + c->in_off[rb] + o,
+                                          NULL, l, -1, -1)) < 0;
+        }
+        rc |= (prev = terse__sched_call(req, call_ring_add, (size_t)t, got, enc)) < 0;
+    }
+    int own = rc ? -1 : terse__sched_call(req, call_ring_own, 0, prev, -1);
+    return rc ? -1 : own;
+}
+
 /* The request ended: decode the codes every rank has into recvbuf, then
  * commit the step, or put everything back. */
 static terse_status_t step_done(terse_request_t *req, void *arg, terse_status_t st)
 {
     terse_compressed_t *c = arg;
     int n = c->n;
-    int two = c->algo == TERSE_COMPRESSED_TWO_PHASE;
+    int two = c->algo != TERSE_COMPRESSED_ALLGATHER; /* two-phase and ring end with the owners' codes */
     const char *codes = two ? c->down_codes : c->in_codes;
     const size_t *off = two ? c->down_off : c->in_off, *len = two ? c->down_len : c->in_len;
     for (int j = 0; st == TERSE_OK && j < n; j++)
@@ -237,8 +323,9 @@ terse_status_t terse__compressed_start(terse_compressed_t *c, const float *sendb
     c->averaging = average;
     c->rng_up0 = c->rng_up, c->rng_down0 = c->rng_down;
     int rc = 0, last_encode;
-    if (c->algo == TERSE_COMPRESSED_TWO_PHASE) {
-        int owner = build_two_phase(req, c, &last_encode);
+    if (c->algo != TERSE_COMPRESSED_ALLGATHER) {
+        int owner = c->algo == TERSE_COMPRESSED_RING ? build_ring(req, c, &last_encode)
+                                                     : build_two_phase(req, c, &last_encode);
         rc = owner < 0 || build_gather(req, c, c->down_codes, c->down_off, c->down_len, owner);
     } else {
         last_encode = terse__sched_call(req, call_encode_whole, 0, -1, -1);

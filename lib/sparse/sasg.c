@@ -42,6 +42,10 @@ struct terse_sasg {
     int wn, wpos;
     uint64_t step, uploads, skips;
     int tau;
+    /* the step in flight: what its end needs */
+    const float *theta;
+    float *update;
+    int *uploaded, up;
 };
 
 void terse_sasg_params_init(terse_sasg_params_t *p)
@@ -141,9 +145,9 @@ void terse_sasg_destroy(terse_sasg_t *s)
 {
     if (!s)
         return;
+    terse_sparse_destroy(s->sp); /* first: a step in flight ends in this handle */
     for (int i = 0; s->kept && i < s->n; i++)
         free(s->kept[i].idx), free(s->kept[i].val);
-    terse_sparse_destroy(s->sp);
     free(s->iota);
     free(s->offsets);
     free(s->e), free(s->theta_hat), free(s->g), free(s->tidx), free(s->tval), free(s->kept), free(s->win);
@@ -207,11 +211,18 @@ static int keep(kept_t *kp, const uint32_t *idx, const float *val, size_t k)
     return 0;
 }
 
-terse_status_t terse_sasg_step(terse_sasg_t *s, const float *theta, const float *grad, double change_sq,
-                               float *update, int *uploaded)
+static terse_status_t sasg_finish(void *arg, terse_status_t st);
+
+terse_status_t terse_sasg_step_start(terse_sasg_t *s, const float *theta, const float *grad, double change_sq,
+                                     float *update, int *uploaded, terse_request_t **req)
 {
     if (!s || !theta || !grad || !update)
         return TERSE_ERR_INVALID_ARG;
+    if (s->sp->inflight) {
+        TERSE_WARN(COLL, "sasg_step: a step of this handle is in flight (wait for it first)");
+        return TERSE_ERR_BUSY;
+    }
+    s->theta = theta, s->update = update, s->uploaded = uploaded;
     int need = terse_sasg_need_change(s);
     int up = !need || change_sq > terse_sasg_threshold(s);
     int bad = need && !(change_sq >= 0); /* NaN or negative; +inf forces an upload */
@@ -219,9 +230,10 @@ terse_status_t terse_sasg_step(terse_sasg_t *s, const float *theta, const float 
     terse_status_t st;
     if (bad) {
         TERSE_WARN(COLL, "sasg_step: change_sq %g must be >= 0 at this step", change_sq);
-        st = terse__sparse_exchange(s->sp, s->sig, TERSE_SPMSG_POISON, NULL, NULL, 0, 0);
-        return st == TERSE_OK ? TERSE_ERR_INVALID_ARG : st;
+        st = terse__sparse_exchange_start(s->sp, s->sig, TERSE_SPMSG_POISON, NULL, NULL, 0, 0, TERSE_SP_RAW, req);
+        return st == TERSE_OK && !req ? TERSE_ERR_INVALID_ARG : st;
     }
+    s->up = up;
     if (up) {
         float lr = (float)s->p.lr;
         for (size_t i = 0; i < s->len; i++)
@@ -239,10 +251,23 @@ terse_status_t terse_sasg_step(terse_sasg_t *s, const float *theta, const float 
         for (size_t j = 0; j < k; j++)
             s->tval[j] = s->g[s->tidx[j]];
         /* dense when the list would be larger (k near n: the skip rule with dense uploads) */
-        st = terse__sparse_exchange(s->sp, s->sig, TERSE_SPMSG_LIST, s->tidx, s->tval, k, 1);
+        s->sp->then = sasg_finish, s->sp->then_arg = s;
+        st = terse__sparse_exchange_start(s->sp, s->sig, TERSE_SPMSG_LIST, s->tidx, s->tval, k, 1, TERSE_SP_RAW, req);
     } else {
-        st = terse__sparse_exchange(s->sp, s->sig, TERSE_SPMSG_SKIP, NULL, NULL, 0, 0);
+        s->sp->then = sasg_finish, s->sp->then_arg = s;
+        st = terse__sparse_exchange_start(s->sp, s->sig, TERSE_SPMSG_SKIP, NULL, NULL, 0, 0, TERSE_SP_RAW, req);
     }
+    return st;
+}
+
+/* The exchange ended: everyone's lists, the error memory, the model copy,
+ * the update and the window - all or nothing. */
+static terse_status_t sasg_finish(void *arg, terse_status_t st)
+{
+    terse_sasg_t *s = arg;
+    const float *theta = s->theta;
+    float *update = s->update;
+    int *uploaded = s->uploaded, up = s->up;
     if (st != TERSE_OK)
         return st;
     /* everyone's lists; a skip keeps the last one, which must exist. Checks
@@ -300,6 +325,12 @@ terse_status_t terse_sasg_step(terse_sasg_t *s, const float *theta, const float 
     if (uploaded)
         *uploaded = up;
     return TERSE_OK;
+}
+
+terse_status_t terse_sasg_step(terse_sasg_t *s, const float *theta, const float *grad, double change_sq,
+                               float *update, int *uploaded)
+{
+    return terse_sasg_step_start(s, theta, grad, change_sq, update, uploaded, NULL);
 }
 
 terse_status_t terse_sasg_step_grads(terse_sasg_t *s, const float *theta, const float *grad,

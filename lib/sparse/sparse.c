@@ -434,6 +434,11 @@ static terse_status_t exchange_done(terse_request_t *req, void *arg, terse_statu
         s->bytes_sent += s->sent_bytes;
     }
     s->inflight = NULL;
+    if (s->then) {
+        terse_status_t (*then)(void *, terse_status_t) = s->then;
+        s->then = NULL;
+        st = then(s->then_arg, st);
+    }
     return st;
 }
 
@@ -442,22 +447,28 @@ terse_status_t terse__sparse_exchange_start(terse_sparse_t *s, uint64_t purpose,
                                             terse_request_t **out)
 {
     terse_comm_t *comm = s->comm;
-    if (comm->error != TERSE_OK)
+    if (comm->error != TERSE_OK) {
+        s->then = NULL;
         return comm->error;
+    }
     if (s->inflight) {
         TERSE_WARN(COLL, "sparse collective: a call of this handle is in flight (wait for it first)");
+        s->then = NULL;
         return TERSE_ERR_BUSY;
     }
     s->rng0 = s->rng;
     s->dense0 = s->dense_sends;
     terse_status_t st = encode_msg(s, kind, idx, val, k, dense_ok);
-    if (st != TERSE_OK)
+    if (st != TERSE_OK) {
+        s->then = NULL;
         return st;
+    }
     int n = s->n, r = s->r;
     terse_request_t *req;
     if ((st = terse__sched_new(comm, TERSE_COLL_COMPRESSED, TERSE_FLOAT32, TERSE_SUM, -1, s->calls,
                                terse__mix64(s->sig, purpose), &req)) != TERSE_OK) {
         s->rng = s->rng0;
+        s->then = NULL;
         return st;
     }
     /* the largest message any rank can send: a list of n pairs */
@@ -470,6 +481,7 @@ terse_status_t terse__sparse_exchange_start(terse_sparse_t *s, uint64_t purpose,
         rc = terse__sched_add(req, TERSE_OPK_RECV, TERSE_ACT_VARLEN, (r + n - d) % n, NULL, NULL, limit, -1, -1) < 0;
     if (rc) {
         s->rng = s->rng0;
+        s->then = NULL;
         terse__sched_free(req);
         return TERSE_ERR_NO_MEMORY;
     }
@@ -483,6 +495,7 @@ terse_status_t terse__sparse_exchange_start(terse_sparse_t *s, uint64_t purpose,
     if (s->inflight == req && (!out || st != TERSE_OK)) {
         s->inflight = NULL; /* refused before it ran */
         s->rng = s->rng0;
+        s->then = NULL;
     }
     return st;
 }

@@ -70,6 +70,9 @@ struct terse_sparse {
     float *out_dense;
     terse_rng_t rng0;             /* put back if it fails */
     uint64_t dense0, sent_bytes;
+    /* run last when the exchange ends (SASG's step), with its status */
+    terse_status_t (*then)(void *arg, terse_status_t st);
+    void *then_arg;
 };
 
 enum { TERSE_SP_RAW = 0, TERSE_SP_GATHER, TERSE_SP_REDUCE };
