@@ -256,7 +256,18 @@ static int body_busy_ports(const terse_launch_ctx_t *ctx, void *arg)
             terse_comm_t *oc = NULL;
             _exit(terse_comm_create(&op, &oc) == TERSE_ERR_TIMEOUT ? 0 : 1);
         }
-        usleep(500000);
+        /* until the other job's root listens (opening its transport can take
+         * seconds in the emulated guest): a connection it then drops as a stray */
+        struct sockaddr_in f = {.sin_family = AF_INET, .sin_port = htons((uint16_t)(p + 2))};
+        inet_pton(AF_INET, "127.0.0.1", &f.sin_addr);
+        for (double t1 = now(); now() - t1 < 20;) {
+            int fd = socket(AF_INET, SOCK_STREAM, 0), up = fd >= 0 && connect(fd, (struct sockaddr *)&f, sizeof(f)) == 0;
+            if (fd >= 0)
+                close(fd);
+            if (up)
+                break;
+            usleep(50000);
+        }
     }
     terse_comm_params_t cp = {.rank = ctx->rank, .size = ctx->size, .root_addr = range, .secret = ctx->secret,
                               .transport = g_transport, .timeout_sec = 40};

@@ -27,6 +27,17 @@ static int add_blocks(terse_request_t *req, terse_opkind_t kind, int peer, char 
     return 0;
 }
 
+/* Where block p starts, in elements: its displacement, or packed. */
+static size_t block_off(const size_t *counts, const size_t *displs, int p)
+{
+    size_t off = 0;
+    if (displs)
+        return displs[p];
+    for (int q = 0; q < p; q++)
+        off += counts[q];
+    return off;
+}
+
 static terse_status_t alltoallv_start(terse_comm_t *comm, terse_coll_t coll, const void *sendbuf,
                                       const size_t *scounts, const size_t *sdispls, void *recvbuf,
                                       const size_t *rcounts, const size_t *rdispls, terse_dtype_t dtype,
@@ -65,32 +76,18 @@ static terse_status_t alltoallv_start(terse_comm_t *comm, terse_coll_t coll, con
         terse__sched_prologue(req, req->scratch, sendbuf, send_end * esz);
         src = req->scratch;
     }
-    size_t so = 0, ro = 0;
-    for (int p = 0; p < r; p++)
-        so += scounts[p], ro += rcounts[p];
-    size_t own_s = sdispls ? sdispls[r] : so, own_r = rdispls ? rdispls[r] : ro;
+    size_t own_s = block_off(scounts, sdispls, r), own_r = block_off(rcounts, rdispls, r);
     if (scounts[r] && ((char *)recvbuf + own_r * esz != src + own_s * esz))
         rc |= terse__sched_add(req, TERSE_OPK_LOCAL, TERSE_ACT_MEMCPY, r, (char *)recvbuf + own_r * esz,
                                src + own_s * esz, scounts[r] * esz, -1, -1) < 0;
     for (int k = 1; k < n && !rc; k++) {
         int p = (r + k) % n;
-        size_t off = 0;
-        if (sdispls)
-            off = sdispls[p];
-        else
-            for (int q = 0; q < p; q++)
-                off += scounts[q];
-        rc |= add_blocks(req, TERSE_OPK_SEND, p, (char *)src + off * esz, scounts[p] * esz);
+        rc |= add_blocks(req, TERSE_OPK_SEND, p, (char *)src + block_off(scounts, sdispls, p) * esz, scounts[p] * esz);
     }
     for (int k = 1; k < n && !rc; k++) {
         int p = (r - k + n) % n;
-        size_t off = 0;
-        if (rdispls)
-            off = rdispls[p];
-        else
-            for (int q = 0; q < p; q++)
-                off += rcounts[q];
-        rc |= add_blocks(req, TERSE_OPK_RECV, p, (char *)recvbuf + off * esz, rcounts[p] * esz);
+        rc |= add_blocks(req, TERSE_OPK_RECV, p, (char *)recvbuf + block_off(rcounts, rdispls, p) * esz,
+                         rcounts[p] * esz);
     }
     if (rc) {
         terse__sched_free(req);
