@@ -31,7 +31,7 @@ set ylabel "connections"
 plot "$out/scale_tcp.txt" using 1:3 with linespoints title "tcp, most", \
      "" using 1:4 with linespoints title "tcp, mean", \
      "" using 1:(2*(\$1-1)) with lines dashtype 2 title "full mesh, both directions (2(n-1))"$( [ -n "$verbs_plot" ] && echo ', \
-     "'"$out"'/scale_verbs.txt" using 1:3 with linespoints title "verbs (full mesh)"' )
+     "'"$out"'/scale_verbs.txt" using 1:3 with linespoints title "verbs (on first use, soft-RoCE guest)"' )
 set title "memory per rank"
 set ylabel "MiB"
 set logscale y
