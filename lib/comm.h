@@ -27,7 +27,6 @@ struct terse_comm {
     terse_request_t *plans; /* persistent requests made on it (freed with it) */
     int pending;         /* requests of this communicator in flight */
     double last_progress;/* an op of one of them completed (timeout) */
-    uint64_t block_round;/* executor: set per peer in peer_block[] */
     uint64_t *peer_block;/* [size]: issue round in which an earlier request blocked sends to it */
 
     /* Sticky error: calls with seq >= error_seq fail (and every later call);

@@ -34,7 +34,6 @@ typedef struct terse_chan {
     uint32_t abort_seq;          /* from the peer's last ABORT_SEQ */
     uint64_t abort_comm;         /* from the peer's last ABORT_COMM_HI/LO */
     struct terse_stash *stash_head, *stash_tail; /* chunks moved out of their slot */
-    size_t stash_bytes;
 } terse_chan_t;
 
 /* A chunk taken out of its slot because it could not be consumed yet while

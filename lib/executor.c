@@ -376,7 +376,6 @@ static int drain_stash(terse_ctx_t *ctx, int p)
         *pp = s->next;
         if (ch->stash_tail == s)
             ch->stash_tail = prev;
-        ch->stash_bytes -= s->hdr.bytes;
         ctx->stash_bytes -= s->hdr.bytes;
         free(s);
         moved++;
@@ -411,7 +410,6 @@ static int stash_head(terse_ctx_t *ctx, int p, const terse_wire_hdr_t *h, const 
     else
         ch->stash_head = s;
     ch->stash_tail = s;
-    ch->stash_bytes += h->bytes;
     ctx->stash_bytes += h->bytes;
     owe_credit(ctx, p);
     return 0;
@@ -770,7 +768,6 @@ void terse__exec_drop_peer(terse_ctx_t *ctx, int p)
         free(s);
     }
     ch->stash_tail = NULL;
-    ch->stash_bytes = 0;
     ch->consumed = ch->arrived;
 }
 

@@ -53,7 +53,7 @@ struct terse_compressed {
     terse_request_t *inflight;
     float *out;            /* its recvbuf */
     terse_rng_t rng_up0, rng_down0; /* the streams before it: put back if it fails */
-    int poisoned, bad_sum; /* a code of ours / a contribution to our chunk was poison */
+    int bad_sum;           /* a contribution to our chunk (or a ring hop) was poison */
     int averaging;         /* it ends with the residual average */
     uint64_t step_bytes;   /* what it sends */
 };

@@ -46,7 +46,6 @@ static terse_status_t encode_into(terse_compressed_t *c, int chunk, size_t off, 
     if (st == TERSE_ERR_INVALID_ARG) {
         warn_input(c, chunk < 0 ? "this rank's input" : "a chunk of this rank's input");
         terse__codec_put_poison(code, c->up->id, n, want);
-        c->poisoned = 1;
         return TERSE_OK;
     }
     return st == TERSE_OK && len != want ? TERSE_ERR_PROTOCOL : st;
@@ -318,7 +317,7 @@ terse_status_t terse__compressed_start(terse_compressed_t *c, const float *sendb
         return st;
     c->u = sendbuf;
     c->out = recvbuf;
-    c->poisoned = c->bad_sum = 0;
+    c->bad_sum = 0;
     c->step_bytes = 0;
     c->averaging = average;
     c->rng_up0 = c->rng_up, c->rng_down0 = c->rng_down;
