@@ -140,6 +140,10 @@ typedef struct terse_oob_coll {
  *    and the start-up exchange goes through the hook (no root address).
  *  - host_id: this process's host identity for node awareness
  *    (TERSE_HOST_ID; default the boot id and host name).
+ *  - boot_timeout_sec: how long creation waits for every rank to join
+ *    (TERSE_BOOT_TIMEOUT; default timeout_sec). Launchers start ranks
+ *    seconds apart, so a short timeout for failure detection need not
+ *    make start-up fail.
  */
 typedef struct terse_comm_params {
     size_t struct_size;
@@ -151,9 +155,10 @@ typedef struct terse_comm_params {
     double timeout_sec;
     terse_oob_coll_t oob;
     const char *host_id;
+    double boot_timeout_sec;
 } terse_comm_params_t;
 
-#define TERSE_COMM_PARAMS_INIT {sizeof(terse_comm_params_t), 0, 0, NULL, NULL, NULL, 0, {0}, NULL}
+#define TERSE_COMM_PARAMS_INIT {sizeof(terse_comm_params_t), 0, 0, NULL, NULL, NULL, 0, {0}, NULL, 0}
 
 /** Zero every field and set struct_size. */
 TERSE_API void terse_comm_params_init(terse_comm_params_t *params);

@@ -35,7 +35,9 @@ static const cfg_row_t terse_config_table[] = {
     ROW_S("TERSE_TRANSPORT", transport, "auto",
           "Transport: tcp, verbs, or auto (verbs when a usable device exists, else tcp)."),
     ROW("TERSE_TIMEOUT", CFG_DOUBLE, timeout_sec, "60",
-        "Seconds to wait for a silent peer or for rendezvous before failing with TERSE_ERR_TIMEOUT."),
+        "Seconds to wait for a silent peer before failing with TERSE_ERR_TIMEOUT."),
+    ROW("TERSE_BOOT_TIMEOUT", CFG_DOUBLE, boot_timeout_sec, "0",
+        "Seconds communicator creation waits for every rank to join; 0: TERSE_TIMEOUT."),
     ROW_S("TERSE_ROOT_ADDR", root_addr, "",
           "host:port or host:first-last of rank 0's rendezvous listener (default "
           "MASTER_ADDR:MASTER_PORT, else 127.0.0.1 and 8 ports derived from the job id)."),

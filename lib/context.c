@@ -344,6 +344,10 @@ terse_status_t terse__ctx_create(const terse_comm_params_t *params_in, terse_ctx
     terse__config_load(&ctx->cfg);
     if (params.timeout_sec > 0)
         ctx->cfg.timeout_sec = params.timeout_sec;
+    if (params.boot_timeout_sec > 0)
+        ctx->cfg.boot_timeout_sec = params.boot_timeout_sec;
+    if (ctx->cfg.boot_timeout_sec <= 0)
+        ctx->cfg.boot_timeout_sec = ctx->cfg.timeout_sec;
     if (params.transport && *params.transport)
         snprintf(ctx->cfg.transport, sizeof(ctx->cfg.transport), "%s", params.transport);
     ctx->stash_limit = ctx->cfg.stash_limit ? ctx->cfg.stash_limit : STASH_LIMIT_DEFAULT;
@@ -354,7 +358,7 @@ terse_status_t terse__ctx_create(const terse_comm_params_t *params_in, terse_ctx
         return st;
     }
     terse__log_set_rank(ctx->rank);
-    double deadline = terse__now() + ctx->cfg.timeout_sec;
+    double deadline = terse__now() + ctx->cfg.boot_timeout_sec;
 
     /* The built-in rendezvous stands behind the hook's shape. */
     boot_oob_t boot;

@@ -10,7 +10,8 @@ typedef struct terse_config {
     char debug[16];          /* NONE, WARN, INFO, TRACE */
     char debug_subsys[128];  /* comma list of INIT, BOOT, NET, COLL, ALL */
     char transport[16];      /* auto, tcp, verbs */
-    double timeout_sec;      /* silent peer / rendezvous limit */
+    double timeout_sec;      /* silent peer limit */
+    double boot_timeout_sec; /* rendezvous limit, 0: timeout_sec */
     char root_addr[256];     /* host:port of the rendezvous root */
     char secret[128];        /* per-job secret */
     char bind_addr[64];      /* local address the transports listen on */

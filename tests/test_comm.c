@@ -32,6 +32,7 @@ static terse_status_t mk(const terse_launch_ctx_t *ctx, double timeout, terse_co
     p.secret = ctx->secret;
     p.transport = g_transport;
     p.timeout_sec = timeout;
+    p.boot_timeout_sec = 120; /* start-up in the emulated guest can take longer than a short failure timeout */
     return terse_comm_create(&p, comm);
 }
 

@@ -31,13 +31,20 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static terse_status_t mk(const terse_launch_ctx_t *ctx, double timeout, const char *secret,
-                         terse_comm_t **comm)
+/* Start-up gets its own generous limit: in the emulated soft-RoCE guest
+ * under CI load it can take longer than the short failure timeouts below. */
+static terse_status_t mk_boot(const terse_launch_ctx_t *ctx, double timeout, double boot, const char *secret,
+                              terse_comm_t **comm)
 {
-    terse_comm_params_t p = {.rank = ctx->rank, .size = ctx->size, .root_addr = ctx->root,
-                             .secret = secret ? secret : ctx->secret, .transport = g_transport,
-                             .timeout_sec = timeout};
+    terse_comm_params_t p = {.struct_size = sizeof(p), .rank = ctx->rank, .size = ctx->size,
+                             .root_addr = ctx->root, .secret = secret ? secret : ctx->secret,
+                             .transport = g_transport, .timeout_sec = timeout, .boot_timeout_sec = boot};
     return terse_comm_create(&p, comm);
+}
+
+static terse_status_t mk(const terse_launch_ctx_t *ctx, double timeout, const char *secret, terse_comm_t **comm)
+{
+    return mk_boot(ctx, timeout, 120, secret, comm);
 }
 
 /* ---- a rank dies in the middle of a large allreduce ---------------------- */
@@ -90,8 +97,6 @@ static int body_silent(const terse_launch_ctx_t *ctx, void *arg)
 {
     (void)arg;
     terse_comm_t *comm;
-    /* 5 s, not less: the same limit bounds the rendezvous, which in the
-     * emulated soft-RoCE guest under CI load can take a few seconds */
     RCHECK(ctx, mk(ctx, 5.0, NULL, &comm) == TERSE_OK, "create");
     float x[1000] = {0};
     RCHECK(ctx, terse_allreduce(comm, x, x, 1000, TERSE_FLOAT32, TERSE_SUM) == TERSE_OK, "warm-up");
@@ -309,7 +314,8 @@ static int body_bad_root(const terse_launch_ctx_t *ctx, void *arg)
     return 0;
 }
 
-/* ---- a rank never shows up: creation times out ------------------------- */
+/* ---- a rank never shows up: creation times out after the start-up limit,
+ * not the (longer) failure timeout ---------------------------------------- */
 static int body_absent(const terse_launch_ctx_t *ctx, void *arg)
 {
     (void)arg;
@@ -317,7 +323,7 @@ static int body_absent(const terse_launch_ctx_t *ctx, void *arg)
         return 0; /* never joins */
     terse_comm_t *comm = NULL;
     double t0 = now();
-    terse_status_t st = mk(ctx, 2, NULL, &comm);
+    terse_status_t st = mk_boot(ctx, 60, 2, NULL, &comm);
     double el = now() - t0;
     RCHECK(ctx, st == TERSE_ERR_TIMEOUT, "got %s, want TIMEOUT", terse_strerror(st));
     RCHECK(ctx, comm == NULL, "got a communicator");
