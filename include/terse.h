@@ -13,9 +13,27 @@
  *  - Collective calls must be made by every rank in the same order with the
  *    same count, dtype, op and root; a disagreement is detected and returned
  *    as TERSE_ERR_MISMATCH on every rank that takes part.
+ *
+ * Threads
  *  - Progress is made by the calling thread inside terse calls (blocking calls,
- *    terse_request_test, terse_request_wait). All communicators derived from
- *    one world share its context: use them from one thread at a time.
+ *    terse_request_test, terse_request_wait) or, with a progress thread
+ *    (TERSE_PROGRESS_THREAD=1 or terse_comm_params_t.progress_thread), also by
+ *    that thread whenever requests are in flight, so they advance while the
+ *    caller computes. It sleeps in the transport between events and not at
+ *    all when nothing is in flight.
+ *  - The contract is MPI_THREAD_SERIALIZED per context: all communicators
+ *    derived from one world share its context; the caller's threads may use
+ *    them from any thread, one call at a time (a call on one returns before
+ *    another on the same context starts). Different worlds (contexts) are
+ *    independent. The progress thread synchronizes with the caller itself
+ *    (scripts/sanitize.sh KIND=thread runs it under ThreadSanitizer).
+ *  - Completion is seen by the caller: a request ended by the progress thread
+ *    stays "active" until terse_request_wait or a terse_request_test that
+ *    reports it done - until then a plan cannot be restarted or freed and a
+ *    compressed or sparse handle is busy (TERSE_ERR_BUSY), whoever drove it.
+ *  - on_done work (decoding a compressed step, its error feedback) runs in
+ *    whichever thread drives progress; buffers handed to a request belong to
+ *    terse until the caller has seen it complete.
  */
 #ifndef TERSE_H
 #define TERSE_H
@@ -144,6 +162,9 @@ typedef struct terse_oob_coll {
  *    (TERSE_BOOT_TIMEOUT; default timeout_sec). Launchers start ranks
  *    seconds apart, so a short timeout for failure detection need not
  *    make start-up fail.
+ *  - progress_thread: 1 runs a progress thread per context (so requests
+ *    advance while the caller computes without calling terse), -1 never,
+ *    0 as TERSE_PROGRESS_THREAD says (default off). See "Threads" above.
  */
 typedef struct terse_comm_params {
     size_t struct_size;
@@ -156,9 +177,10 @@ typedef struct terse_comm_params {
     terse_oob_coll_t oob;
     const char *host_id;
     double boot_timeout_sec;
+    int progress_thread;
 } terse_comm_params_t;
 
-#define TERSE_COMM_PARAMS_INIT {sizeof(terse_comm_params_t), 0, 0, NULL, NULL, NULL, 0, {0}, NULL, 0}
+#define TERSE_COMM_PARAMS_INIT {sizeof(terse_comm_params_t), 0, 0, NULL, NULL, NULL, 0, {0}, NULL, 0, 0}
 
 /** Zero every field and set struct_size. */
 TERSE_API void terse_comm_params_init(terse_comm_params_t *params);

@@ -120,6 +120,17 @@ static terse_status_t find_root(terse_boot_t *boot, const void *blob, size_t len
     }
 }
 
+terse_status_t terse__boot_check_root(const char *root_addr, struct sockaddr_in *root, int *nports)
+{
+    struct sockaddr_in a;
+    int n;
+    terse_status_t st = terse__net_parse(root_addr, root ? root : &a, nports ? nports : &n);
+    if (st != TERSE_OK)
+        TERSE_WARN(BOOT, "invalid root address '%s' (want host:port or host:first-last, at most %d ports)",
+                   root_addr, TERSE_NET_MAX_PORTS);
+    return st;
+}
+
 terse_status_t terse__boot_open(terse_boot_t *boot, int rank, int size, const char *root_addr,
                                 uint64_t secret_hash)
 {
@@ -129,12 +140,9 @@ terse_status_t terse__boot_open(terse_boot_t *boot, int rank, int size, const ch
     boot->secret_hash = secret_hash;
     boot->fd = boot->lfd = -1;
     snprintf(boot->root_addr, sizeof(boot->root_addr), "%s", root_addr);
-    terse_status_t st = terse__net_parse(root_addr, &boot->root, &boot->nports);
-    if (st != TERSE_OK) {
-        TERSE_WARN(BOOT, "invalid root address '%s' (want host:port or host:first-last, at most %d ports)",
-                   root_addr, TERSE_NET_MAX_PORTS);
+    terse_status_t st = terse__boot_check_root(root_addr, &boot->root, &boot->nports);
+    if (st != TERSE_OK)
         return st;
-    }
     /* the local address that routes to the root (a UDP connect sends nothing) */
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in me;

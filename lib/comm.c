@@ -8,6 +8,7 @@
 #include "coll/coll.h"
 #include "executor.h"
 #include "log.h"
+#include "progress.h"
 #include "net.h"
 
 #include <stdio.h>
@@ -64,17 +65,20 @@ terse_status_t terse__comm_new(terse_ctx_t *ctx, uint64_t id, const int *world, 
     c->chunk = ctx->chunk;
     c->tp_ops = ctx->tp_ops;
     c->error_culprit = c->suspect = -1;
+    terse__ctx_lock(ctx);
     c->next_in_ctx = ctx->comms;
     ctx->comms = c;
     ctx->refs++;
     *out = c;
     terse__exec_replay_aborts(c);
+    terse__ctx_unlock(ctx);
     return TERSE_OK;
 }
 
 void terse__comm_free(terse_comm_t *comm)
 {
     terse_ctx_t *ctx = comm->ctx;
+    terse__ctx_lock(ctx);
     /* its plans go with it: the inactive ones now, the running ones with
      * the cancelled requests */
     for (terse_request_t *r = comm->plans, *next; r; r = next) {
@@ -99,6 +103,7 @@ void terse__comm_free(terse_comm_t *comm)
     free(comm->rank_of);
     free(comm->peer_block);
     free(comm);
+    terse__ctx_unlock(ctx);
     terse__ctx_release(ctx);
 }
 
@@ -130,6 +135,11 @@ terse_status_t terse_comm_create(const terse_comm_params_t *params, terse_comm_t
     st = terse__comm_new(ctx, terse__comm_child_id(0, ID_WORLD, ctx->secret_hash, (uint64_t)ctx->size),
                          world, ctx->size, &ctx->cfg, out);
     free(world);
+    if (st == TERSE_OK && (st = terse__progress_start(ctx)) != TERSE_OK) {
+        terse__comm_free(*out);
+        *out = NULL;
+        return st;
+    }
     if (st != TERSE_OK) {
         ctx->refs = 1;
         terse__ctx_release(ctx);
@@ -331,15 +341,19 @@ terse_status_t terse_comm_error(const terse_comm_t *comm, const char **detail)
 {
     if (!comm)
         return TERSE_ERR_INVALID_ARG;
+    terse__ctx_lock(comm->ctx);
     if (detail)
         *detail = comm->error_detail;
-    return comm->error;
+    terse_status_t st = comm->error;
+    terse__ctx_unlock(comm->ctx);
+    return st;
 }
 
 terse_status_t terse_comm_stats(const terse_comm_t *comm, terse_comm_stats_t *stats)
 {
     if (!comm || !stats)
         return TERSE_ERR_INVALID_ARG;
+    terse__ctx_lock(comm->ctx);
     *stats = comm->stats;
     stats->reg_created = comm->ctx->reg_created;
     stats->reg_hits = comm->ctx->reg_hits;
@@ -348,6 +362,7 @@ terse_status_t terse_comm_stats(const terse_comm_t *comm, terse_comm_stats_t *st
     comm->ctx->tp_ops->stats(comm->ctx->tp, &t);
     stats->connections = (uint64_t)t.connections;
     stats->pinned_bytes = t.pinned_bytes;
+    terse__ctx_unlock(comm->ctx);
     stats->parked_bytes = comm->ctx->stash_bytes;
     return TERSE_OK;
 }

@@ -38,6 +38,8 @@ static const cfg_row_t terse_config_table[] = {
         "Seconds to wait for a silent peer before failing with TERSE_ERR_TIMEOUT."),
     ROW("TERSE_BOOT_TIMEOUT", CFG_DOUBLE, boot_timeout_sec, "0",
         "Seconds communicator creation waits for every rank to join; 0: TERSE_TIMEOUT."),
+    ROW("TERSE_PROGRESS_THREAD", CFG_INT, progress_thread, "0",
+        "1: a progress thread per context advances requests while the caller computes."),
     ROW_S("TERSE_ROOT_ADDR", root_addr, "",
           "host:port or host:first-last of rank 0's rendezvous listener (default "
           "MASTER_ADDR:MASTER_PORT, else 127.0.0.1 and 8 ports derived from the job id)."),

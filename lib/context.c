@@ -12,6 +12,7 @@
 #include "log.h"
 #include "memreg.h"
 #include "net.h"
+#include "progress.h"
 #include "topology.h"
 
 #include <arpa/inet.h>
@@ -254,6 +255,7 @@ static terse_status_t setup_slots(terse_ctx_t *ctx)
 
 static void ctx_free(terse_ctx_t *ctx)
 {
+    terse__progress_fini(ctx);
     if (ctx->tp) {
         terse__memreg_clear(ctx);
         if (ctx->hdr_mr)
@@ -386,6 +388,12 @@ terse_status_t terse__ctx_create(const terse_comm_params_t *params_in, terse_ctx
     }
     ctx->secret_hash = terse__hash64(secret, strlen(secret), 0x7465727365ull);
 
+    /* A malformed root address is the caller's mistake: refuse it before
+     * the (possibly slow) transport probe. */
+    if (ctx->size > 1 && !params.oob.allgather && (st = terse__boot_check_root(root, NULL, NULL)) != TERSE_OK) {
+        free(ctx);
+        return st;
+    }
     /* Choose the transport before the rendezvous: a rank that cannot use it
      * fails at once rather than leaving the others to time out. */
     terse_tp_params_t probe = {.rank = ctx->rank, .size = ctx->size, .ib_device = ctx->cfg.ib_device,
@@ -398,11 +406,16 @@ terse_status_t terse__ctx_create(const terse_comm_params_t *params_in, terse_ctx
     if (ctx->cfg.chunk_size == 0)
         ctx->cfg.chunk_size = ctx->tp_ops->default_chunk;
 
+    int thread = params.progress_thread > 0 || (params.progress_thread == 0 && ctx->cfg.progress_thread);
+    if ((st = terse__progress_init(ctx, thread)) != TERSE_OK) {
+        ctx_free(ctx);
+        return st;
+    }
     char bind_ip[64] = "127.0.0.1";
     if (ctx->size > 1 && !params.oob.allgather) {
         if ((st = terse__boot_open(&boot.boot, ctx->rank, ctx->size, root, ctx->secret_hash)) != TERSE_OK) {
             terse__boot_close(&boot.boot);
-            free(ctx);
+            ctx_free(ctx);
             return st;
         }
         snprintf(bind_ip, sizeof(bind_ip), "%s", boot.boot.local_ip);
@@ -418,7 +431,7 @@ terse_status_t terse__ctx_create(const terse_comm_params_t *params_in, terse_ctx
                              .ib_gid_index = ctx->cfg.ib_gid_index, .ib_timeout = ctx->cfg.ib_timeout,
                              .ib_retry = ctx->cfg.ib_retry,
                              .place = ctx->cfg.tcp_place ? terse__exec_place : NULL, .place_arg = ctx,
-                             .place_head = TERSE_HDR_SIZE, .slots = slots_for};
+                             .place_head = TERSE_HDR_SIZE, .slots = slots_for, .wake_fd = ctx->wake_fd};
     st = ctx->tp_ops->open(&tpp, &ctx->tp);
     if (st == TERSE_OK)
         st = setup_slots(ctx);
@@ -439,8 +452,12 @@ terse_status_t terse__ctx_create(const terse_comm_params_t *params_in, terse_ctx
 
 void terse__ctx_release(terse_ctx_t *ctx)
 {
-    if (--ctx->refs > 0)
+    terse__ctx_lock(ctx);
+    int last = --ctx->refs == 0;
+    terse__ctx_unlock(ctx);
+    if (!last)
         return;
+    terse__progress_fini(ctx); /* from here on this thread alone */
     TERSE_INFO(COLL, "rank %d: registrations %llu, zero-copy sends %llu, bounce sends %llu", ctx->rank,
                (unsigned long long)ctx->reg_created, (unsigned long long)ctx->reg_hits,
                (unsigned long long)ctx->reg_misses);

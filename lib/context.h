@@ -18,6 +18,8 @@
 #include "wire.h"
 #include "../transports/transport.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 typedef struct terse_chan {
@@ -89,6 +91,14 @@ typedef struct terse_ctx {
     unsigned nearly;
     uint64_t issue_round;                 /* executor pass counter (send ordering) */
     double last_activity;
+    uint32_t serials;                     /* request serials (UINT32_MAX never names one) */
+
+    /* progress.c: the lock the caller's threads and the progress thread share */
+    pthread_mutex_t lock;
+    pthread_cond_t work_cv, done_cv, handoff_cv;
+    pthread_t thread;
+    int lock_ready, thread_on, stop, sleepers, wake_fd;
+    atomic_int waiters; /* callers queued for the lock */
 } terse_ctx_t;
 
 /* Open the world context: identity from the parameters and the launcher's

@@ -7,6 +7,7 @@
 #include "dtype.h"
 #include "memreg.h"
 #include "log.h"
+#include "progress.h"
 #include "net.h"
 
 #include <stdarg.h>
@@ -97,11 +98,17 @@ static void request_finish(terse_request_t *req, terse_status_t st)
         terse__sched_free(req);
 }
 
-terse_status_t terse__exec_submit(terse_request_t *req)
+static terse_status_t submit_locked(terse_request_t *req)
 {
     terse_comm_t *comm = req->comm;
     terse_ctx_t *ctx = comm->ctx;
-    static uint32_t serials;
+    if (!req->persistent) {
+        /* numbered here, under the lock: a number given out before its
+         * request is queued would make the progress thread take that
+         * request's early data for a finished one's */
+        req->seq = comm->next_seq++;
+        comm->stats.calls++;
+    }
     terse_status_t st = comm->error != TERSE_OK ? comm->error : terse__sched_finish(req);
     if (st != TERSE_OK) {
         if (req->persistent) { /* the plan stays the caller's, inactive */
@@ -113,7 +120,7 @@ terse_status_t terse__exec_submit(terse_request_t *req)
         return st;
     }
     /* UINT32_MAX never names a request: cookies of bare notifications are all ones */
-    req->serial = ++serials == UINT32_MAX ? ++serials : serials;
+    req->serial = ++ctx->serials == UINT32_MAX ? ++ctx->serials : ctx->serials;
     if (ctx->req_tail)
         ctx->req_tail->next = req;
     else
@@ -128,6 +135,16 @@ terse_status_t terse__exec_submit(terse_request_t *req)
     else
         terse__exec_progress(ctx, 0);
     return TERSE_OK;
+}
+
+terse_status_t terse__exec_submit(terse_request_t *req)
+{
+    terse_ctx_t *ctx = req->comm->ctx;
+    terse__ctx_lock(ctx);
+    terse_status_t st = submit_locked(req);
+    terse__progress_kick(ctx);
+    terse__ctx_unlock(ctx);
+    return st;
 }
 
 /* ---- sends ------------------------------------------------------------ */

@@ -5,6 +5,7 @@
  * Registrations belong to the context: every communicator over it uses them.
  */
 #include "memreg.h"
+#include "progress.h"
 #include "comm.h"
 #include "log.h"
 
@@ -101,7 +102,10 @@ terse_status_t terse_mem_register(terse_comm_t *comm, void *buf, size_t len, ter
     if (!comm || !buf || !len || !reg)
         return TERSE_ERR_INVALID_ARG;
     *reg = NULL;
-    return reg_new(comm->ctx, buf, len, 0, reg);
+    terse__ctx_lock(comm->ctx);
+    terse_status_t st = reg_new(comm->ctx, buf, len, 0, reg);
+    terse__ctx_unlock(comm->ctx);
+    return st;
 }
 
 terse_status_t terse_mem_deregister(terse_comm_t *comm, terse_memreg_t *reg)
@@ -109,27 +113,28 @@ terse_status_t terse_mem_deregister(terse_comm_t *comm, terse_memreg_t *reg)
     if (!comm || !reg)
         return TERSE_ERR_INVALID_ARG;
     int found = 0;
+    terse__ctx_lock(comm->ctx);
     for (terse_memreg_t *r = comm->ctx->regs; r && !found; r = r->next)
         found = r == reg && !r->automatic;
-    if (!found)
-        return TERSE_ERR_INVALID_ARG;
-    if (comm->ctx->req_head)
-        return TERSE_ERR_BUSY;
-    reg_unlink_free(comm->ctx, reg);
-    return TERSE_OK;
+    terse_status_t st = !found ? TERSE_ERR_INVALID_ARG : comm->ctx->req_head ? TERSE_ERR_BUSY : TERSE_OK;
+    if (st == TERSE_OK)
+        reg_unlink_free(comm->ctx, reg);
+    terse__ctx_unlock(comm->ctx);
+    return st;
 }
 
 terse_status_t terse_mem_release(terse_comm_t *comm, const void *buf, size_t len)
 {
     if (!comm)
         return TERSE_ERR_INVALID_ARG;
-    if (comm->ctx->req_head)
-        return TERSE_ERR_BUSY;
+    terse__ctx_lock(comm->ctx);
+    terse_status_t st = comm->ctx->req_head ? TERSE_ERR_BUSY : TERSE_OK;
     const char *p = buf;
-    for (terse_memreg_t *r = comm->ctx->regs, *next; r; r = next) {
+    for (terse_memreg_t *r = comm->ctx->regs, *next; st == TERSE_OK && r; r = next) {
         next = r->next;
         if (r->automatic && p < r->base + r->len && r->base < p + len)
             reg_unlink_free(comm->ctx, r);
     }
-    return TERSE_OK;
+    terse__ctx_unlock(comm->ctx);
+    return st;
 }

@@ -7,6 +7,7 @@
  */
 #include "coll/coll.h"
 #include "log.h"
+#include "progress.h"
 
 /* The builders of the *_start calls, told that this request is a plan. */
 #define PLAN(comm, call)                                  \
@@ -64,12 +65,21 @@ terse_status_t terse_start(terse_request_t *req)
         TERSE_WARN(COLL, "terse_start: not a persistent request (make one with terse_*_init)");
         return TERSE_ERR_INVALID_ARG;
     }
-    if (!req->done) {
+    terse_ctx_t *ctx = req->comm->ctx;
+    terse__ctx_lock(ctx); /* the recursive lock spans the submit: nobody sees the plan half rearmed */
+    terse_status_t st = TERSE_OK;
+    if (req->active) { /* running, or ended but not yet waited for: the same to the caller */
         TERSE_WARN(COLL, "terse_start: the plan is running already (wait for it first)");
-        return TERSE_ERR_BUSY;
+        st = TERSE_ERR_BUSY;
+    } else if (req->comm->error != TERSE_OK) {
+        st = req->comm->error;
+    } else {
+        terse__sched_rearm(req);
+        req->active = 1;
+        st = terse__exec_submit(req);
+        if (st != TERSE_OK)
+            req->active = 0; /* refused: inactive again */
     }
-    if (req->comm->error != TERSE_OK)
-        return req->comm->error;
-    terse__sched_rearm(req);
-    return terse__exec_submit(req);
+    terse__ctx_unlock(ctx);
+    return st;
 }

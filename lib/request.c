@@ -3,38 +3,45 @@
 #include "coll/coll.h"
 #include "log.h"
 #include "net.h"
+#include "progress.h"
 
-#include <sched.h>
+/* The caller has seen the request end: its handle is free again. */
+static void reap(terse_request_t *req)
+{
+    if (req->owner && *req->owner == req)
+        *req->owner = NULL;
+    req->owner = NULL;
+    req->active = 0;
+}
 
 terse_status_t terse_request_test(terse_request_t *req, int *done)
 {
     if (!req || !done)
         return TERSE_ERR_INVALID_ARG;
+    terse_ctx_t *ctx = req->comm->ctx;
+    terse__ctx_lock(ctx);
     if (!req->done)
-        terse__exec_progress(req->comm->ctx, 0);
+        terse__exec_progress(ctx, 0);
     *done = req->done;
-    return req->done ? req->status : TERSE_IN_PROGRESS;
+    if (req->done)
+        reap(req);
+    terse_status_t st = req->done ? req->status : TERSE_IN_PROGRESS;
+    terse__ctx_unlock(ctx);
+    return st;
 }
 
 terse_status_t terse_request_wait(terse_request_t *req)
 {
     if (!req)
         return TERSE_ERR_INVALID_ARG;
-    /* Poll briefly (yielding the core: ranks often outnumber cores), then
-     * sleep in the transport between events; 100 ms slices keep the timeout
-     * check responsive. */
-    double spin_until = terse__now() + 1e-6 * req->comm->cfg.spin_us;
-    while (!req->done) {
-        if (terse__now() < spin_until) {
-            terse__exec_progress(req->comm->ctx, 0);
-            sched_yield();
-        } else {
-            terse__exec_progress(req->comm->ctx, 100);
-        }
-    }
+    terse_ctx_t *ctx = req->comm->ctx;
+    terse__ctx_lock(ctx);
+    terse__progress_until(ctx, &req->done);
+    reap(req);
     terse_status_t st = req->status;
     if (!req->persistent) /* a plan stays, inactive, for its next start */
         terse__sched_free(req);
+    terse__ctx_unlock(ctx);
     return st;
 }
 
@@ -42,18 +49,24 @@ terse_status_t terse_request_free(terse_request_t *req)
 {
     if (!req)
         return TERSE_ERR_INVALID_ARG;
-    if (!req->done) {
+    terse_ctx_t *ctx = req->comm->ctx;
+    terse__ctx_lock(ctx);
+    terse_status_t st = TERSE_OK;
+    if (!req->done || req->active) {
         TERSE_WARN(COLL, "request_free: the request is still running (wait for it first)");
-        return TERSE_ERR_BUSY;
+        st = TERSE_ERR_BUSY;
+    } else {
+        reap(req);
+        if (req->persistent)
+            for (terse_request_t **pp = &req->comm->plans; *pp; pp = &(*pp)->plan_next)
+                if (*pp == req) {
+                    *pp = req->plan_next;
+                    break;
+                }
+        terse__sched_free(req);
     }
-    if (req->persistent)
-        for (terse_request_t **pp = &req->comm->plans; *pp; pp = &(*pp)->plan_next)
-            if (*pp == req) {
-                *pp = req->plan_next;
-                break;
-            }
-    terse__sched_free(req);
-    return TERSE_OK;
+    terse__ctx_unlock(ctx);
+    return st;
 }
 
 terse_status_t terse__coll_check(const terse_comm_t *comm, terse_dtype_t dtype, int op, int need_op,

@@ -22,9 +22,7 @@ terse_status_t terse__sched_new(terse_comm_t *comm, terse_coll_t coll, terse_dty
     req->op = op;
     req->root = root;
     req->count = count;
-    req->persistent = comm->building_plan;
-    if (!req->persistent) /* a plan takes its number at each start */
-        req->seq = comm->next_seq++;
+    req->persistent = comm->building_plan; /* its number is taken at submission (each start for a plan) */
     uint64_t h = terse__mix64(0, (uint64_t)coll);
     h = terse__mix64(h, (uint64_t)dtype);
     h = terse__mix64(h, (uint64_t)op);
@@ -32,8 +30,6 @@ terse_status_t terse__sched_new(terse_comm_t *comm, terse_coll_t coll, terse_dty
     h = terse__mix64(h, count);
     req->sig = terse__mix64(h, sig_extra);
     req->status = TERSE_IN_PROGRESS;
-    if (!req->persistent)
-        comm->stats.calls++;
     *req_out = req;
     return TERSE_OK;
 }

@@ -89,6 +89,9 @@ struct terse_request {
     int *local_idx, nlocal, local_cur;
     int *peers, npeers; /* communicator ranks this request talks to */
     void *call_arg;     /* for the CALL ops and on_done */
+    terse_request_t **owner; /* a handle's in-flight slot: cleared when the caller reaps this
+                                request (wait, a test that sees it done, free), so the handle
+                                stays busy until then whoever drove it to its end */
     /* Run when the request ends, before it is marked done, with its status;
      * returns the final one (a collective's last local step: decode, commit
      * or roll back its state). */
@@ -103,6 +106,7 @@ struct terse_request {
 
     int built;         /* per-peer lists made (once, also for a plan) */
     int persistent;    /* a plan (terse_*_init): started many times, freed by the user */
+    int active;         /* a plan: started and not yet reaped by wait or test (MPI's "active") */
     terse_request_t *plan_next; /* the communicator's plans */
     void *pre_dst;     /* copied from pre_src at every start (an in-place input, */
     const void *pre_src; /* the out-of-place input of a reduction into recvbuf) */

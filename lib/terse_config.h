@@ -12,6 +12,7 @@ typedef struct terse_config {
     char transport[16];      /* auto, tcp, verbs */
     double timeout_sec;      /* silent peer limit */
     double boot_timeout_sec; /* rendezvous limit, 0: timeout_sec */
+    int progress_thread;     /* 1: a progress thread per context */
     char root_addr[256];     /* host:port of the rendezvous root */
     char secret[128];        /* per-job secret */
     char bind_addr[64];      /* local address the transports listen on */

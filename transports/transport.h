@@ -52,6 +52,7 @@ typedef struct terse_tp_params {
     void *place_arg;
     size_t place_head;
     terse_tp_slots_fn slots; /* with place_arg */
+    int wake_fd;             /* >= 0: progress's blocking wait also ends when it is readable (not read) */
     uint64_t secret_hash;  /* every connection must present it */
     const char *bind_addr; /* IPv4 to listen on ("" = any) */
     size_t sockbuf;        /* TCP socket buffers */

@@ -40,9 +40,7 @@ static inline __attribute__((always_inline)) void cnat9_chunk(const float *restr
     }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx2", "default")))
-#endif
+TERSE_CLONES
 static void cnat9_codes(const float *x, size_t lo, size_t m, uint64_t key, uint8_t *ex, uint8_t *neg)
 {
     cnat9_chunk(x, lo, m, key, ex, neg);

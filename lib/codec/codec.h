@@ -23,6 +23,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Hot loops built for AVX2 too, chosen at load time (an ifunc). Not under
+ * ThreadSanitizer: the resolver would run instrumented before TSan starts. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
+#define TERSE_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define TERSE_CLONES
+#endif
+
 typedef enum {
     TERSE_CODEC_FP32 = 0, /* identity: the values as they are */
     TERSE_CODEC_FP16 = 1,

@@ -108,16 +108,11 @@ dither_codes(int natural, int s, const float *restrict x, size_t lo, size_t m, f
     }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define CLONES
-#endif
-CLONES static void nat_codes(int s, const float *x, size_t lo, size_t m, float inv, uint64_t key, uint8_t *out)
+TERSE_CLONES static void nat_codes(int s, const float *x, size_t lo, size_t m, float inv, uint64_t key, uint8_t *out)
 {
     dither_codes(1, s, x, lo, m, inv, key, out);
 }
-CLONES static void uni_codes(int s, const float *x, size_t lo, size_t m, float inv, uint64_t key, uint8_t *out)
+TERSE_CLONES static void uni_codes(int s, const float *x, size_t lo, size_t m, float inv, uint64_t key, uint8_t *out)
 {
     dither_codes(0, s, x, lo, m, inv, key, out);
 }

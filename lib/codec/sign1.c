@@ -35,9 +35,7 @@ static inline __attribute__((always_inline)) void sign1_chunk(const float *restr
     }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx2", "default")))
-#endif
+TERSE_CLONES
 static void sign1_flags(const float *x, size_t lo, size_t m, float rmax, uint64_t key, uint8_t *neg)
 {
     sign1_chunk(x, lo, m, rmax, key, neg);

@@ -7,6 +7,7 @@
 #include "compressed.h"
 #include "../coll/coll.h"
 #include "../log.h"
+#include "../progress.h"
 #include "../params.h"
 #include "../net.h"
 
@@ -276,8 +277,7 @@ void terse_compressed_destroy(terse_compressed_t *c)
     if (!c)
         return;
     /* a step in flight reads and writes this handle: let it end first */
-    while (c->inflight && !c->inflight->done)
-        terse__exec_progress(c->comm->ctx, 100);
+    terse__ctx_settle(c->comm->ctx, &c->inflight);
     for (int i = 0; i < 3; i++)
         if (c->regs[i])
             terse_mem_deregister(c->comm, c->regs[i]);
@@ -306,7 +306,7 @@ static terse_status_t check_step(const terse_compressed_t *c, const float *sendb
 {
     if (!c || (!sendbuf && c->count) || (!recvbuf && c->count))
         return TERSE_ERR_INVALID_ARG;
-    if (c->inflight) {
+    if (INFLIGHT(c)) {
         TERSE_WARN(COLL, "compressed allreduce: a step of this handle is in flight (wait for it first)");
         return TERSE_ERR_BUSY;
     }
@@ -346,7 +346,7 @@ terse_status_t terse_compressed_scale_residual(terse_compressed_t *c, float fact
 {
     if (!c || !isfinite(factor))
         return TERSE_ERR_INVALID_ARG;
-    if (c->inflight)
+    if (INFLIGHT(c))
         return TERSE_ERR_BUSY; /* the step in flight reads e */
     for (size_t i = 0; i < c->count; i++)
         c->e[i] *= factor;
@@ -368,6 +368,7 @@ terse_status_t terse_compressed_stats(const terse_compressed_t *c, terse_compres
     if (!c || !s)
         return TERSE_ERR_INVALID_ARG;
     memset(s, 0, sizeof(*s));
+    terse__ctx_lock(c->comm->ctx); /* a step in flight may end meanwhile */
     s->steps = c->steps;
     s->error_averages = c->error_averages;
     s->bytes_sent = c->bytes_last;
@@ -380,5 +381,6 @@ terse_status_t terse_compressed_stats(const terse_compressed_t *c, terse_compres
     s->server_residual_norm = c->p.server_error_feedback ? norm2(c->se, c->len[c->r]) : 0;
     s->algorithm = algo_names[c->algo];
     s->codec = c->up->name;
+    terse__ctx_unlock(c->comm->ctx);
     return TERSE_OK;
 }

@@ -12,6 +12,7 @@
 #include "compressed.h"
 #include "../checkpoint.h"
 #include "../log.h"
+#include "../progress.h"
 
 #include <string.h>
 
@@ -37,7 +38,7 @@ terse_status_t terse_compressed_save(const terse_compressed_t *c, void *buf, siz
 {
     if (!c || !buf || len < terse_compressed_state_size(c))
         return TERSE_ERR_INVALID_ARG;
-    if (c->inflight) {
+    if (INFLIGHT(c)) {
         TERSE_WARN(COLL, "compressed_save: a step is in flight; wait for it, then save");
         return TERSE_ERR_BUSY;
     }
@@ -72,7 +73,7 @@ terse_status_t terse_compressed_load(terse_compressed_t *c, const void *buf, siz
 {
     if (!c || !buf)
         return TERSE_ERR_INVALID_ARG;
-    if (c->inflight) {
+    if (INFLIGHT(c)) {
         TERSE_WARN(COLL, "compressed_load: a step is in flight; wait for it, then load");
         return TERSE_ERR_BUSY;
     }

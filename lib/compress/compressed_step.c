@@ -23,6 +23,7 @@
 #include "compressed.h"
 #include "../coll/coll.h"
 #include "../log.h"
+#include "../progress.h"
 #include "../net.h"
 
 #include <stdlib.h>
@@ -230,8 +231,7 @@ static terse_status_t step_done(terse_request_t *req, void *arg, terse_status_t 
         c->bytes_last = c->step_bytes;
         c->bytes_total += c->bytes_last;
     }
-    c->inflight = NULL;
-    req->on_done = NULL;
+    req->on_done = NULL; /* c->inflight stays until the caller reaps req */
     return st;
 }
 
@@ -349,8 +349,9 @@ terse_status_t terse__compressed_start(terse_compressed_t *c, const float *sendb
     req->call_arg = c;
     req->on_done = step_done;
     c->inflight = req;
+    req->owner = &c->inflight;
     st = terse__coll_run(req, out);
-    if (c->inflight == req && (!out || st != TERSE_OK)) {
+    if (INFLIGHT(c) == req && (!out || st != TERSE_OK)) {
         /* refused before it ran (out of memory, a latched error): nothing happened */
         c->inflight = NULL;
         c->rng_up = c->rng_up0, c->rng_down = c->rng_down0;

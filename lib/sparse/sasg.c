@@ -12,6 +12,7 @@
 #include "../checkpoint.h"
 #include "../executor.h"
 #include "../log.h"
+#include "../progress.h"
 #include "../params.h"
 #include "../net.h"
 
@@ -218,7 +219,7 @@ terse_status_t terse_sasg_step_start(terse_sasg_t *s, const float *theta, const 
 {
     if (!s || !theta || !grad || !update)
         return TERSE_ERR_INVALID_ARG;
-    if (s->sp->inflight) {
+    if (INFLIGHT(s->sp)) {
         TERSE_WARN(COLL, "sasg_step: a step of this handle is in flight (wait for it first)");
         return TERSE_ERR_BUSY;
     }
@@ -358,7 +359,9 @@ terse_status_t terse_sasg_stats(const terse_sasg_t *s, terse_sasg_stats_t *stats
 {
     if (!s || !stats)
         return TERSE_ERR_INVALID_ARG;
+    terse__ctx_lock(s->sp->comm->ctx);
     *stats = (terse_sasg_stats_t){s->step, s->uploads, s->skips, s->sp->bytes_sent};
+    terse__ctx_unlock(s->sp->comm->ctx);
     return TERSE_OK;
 }
 

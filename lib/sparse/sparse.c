@@ -8,6 +8,7 @@
 #include "../coll/coll.h"
 #include "../dtype.h"
 #include "../log.h"
+#include "../progress.h"
 #include "../params.h"
 #include "../net.h"
 
@@ -82,8 +83,7 @@ void terse_sparse_destroy(terse_sparse_t *s)
     if (!s)
         return;
     /* a call in flight writes into this handle: let it end first */
-    while (s->inflight && !s->inflight->done)
-        terse__exec_progress(s->comm->ctx, 100);
+    terse__ctx_settle(s->comm->ctx, &s->inflight);
     for (int i = 0; s->rbuf && i < s->n; i++)
         free(s->rbuf[i]);
     for (int i = 0; s->parts && i < s->n; i++)
@@ -433,8 +433,7 @@ static terse_status_t exchange_done(terse_request_t *req, void *arg, terse_statu
         s->calls++;
         s->bytes_sent += s->sent_bytes;
     }
-    s->inflight = NULL;
-    if (s->then) {
+    if (s->then) { /* s->inflight stays until the caller reaps the request */
         terse_status_t (*then)(void *, terse_status_t) = s->then;
         s->then = NULL;
         st = then(s->then_arg, st);
@@ -451,7 +450,7 @@ terse_status_t terse__sparse_exchange_start(terse_sparse_t *s, uint64_t purpose,
         s->then = NULL;
         return comm->error;
     }
-    if (s->inflight) {
+    if (INFLIGHT(s)) {
         TERSE_WARN(COLL, "sparse collective: a call of this handle is in flight (wait for it first)");
         s->then = NULL;
         return TERSE_ERR_BUSY;
@@ -491,8 +490,9 @@ terse_status_t terse__sparse_exchange_start(terse_sparse_t *s, uint64_t purpose,
     req->on_done = exchange_done;
     s->mode = mode;
     s->inflight = req;
+    req->owner = &s->inflight;
     st = terse__coll_run(req, out);
-    if (s->inflight == req && (!out || st != TERSE_OK)) {
+    if (INFLIGHT(s) == req && (!out || st != TERSE_OK)) {
         s->inflight = NULL; /* refused before it ran */
         s->rng = s->rng0;
         s->then = NULL;
@@ -540,6 +540,8 @@ terse_status_t terse_sparse_stats(const terse_sparse_t *s, terse_sparse_stats_t 
 {
     if (!s || !stats)
         return TERSE_ERR_INVALID_ARG;
+    terse__ctx_lock(s->comm->ctx);
     *stats = (terse_sparse_stats_t){s->calls, s->bytes_sent, s->dense_sends};
+    terse__ctx_unlock(s->comm->ctx);
     return TERSE_OK;
 }

@@ -1,5 +1,6 @@
 // gloo_allreduce_bench - Gloo allreduce float32 sum sweep over Gloo's TCP
-// transport on loopback, the Gloo columns of perf/compare.sh.
+// transport, the Gloo columns of perf/compare.sh (loopback) and perf/cluster.sh
+// (GLOO_ADDR: the address of this rank's interface in its namespace).
 //   gloo_allreduce_bench RANK SIZE STOREDIR ring_chunked|halving_doubling MIN MAX FACTOR
 // Prints "bytes busbw_GBps time_us wrong" per size on rank 0; iterations as in
 // mpi_allreduce_bench.c.
@@ -27,7 +28,8 @@ int main(int argc, char **argv)
     std::string algo = argv[4];
     size_t minb = std::strtoull(argv[5], nullptr, 10), maxb = std::strtoull(argv[6], nullptr, 10);
     size_t f = std::strtoull(argv[7], nullptr, 10);
-    gloo::transport::tcp::attr attr("127.0.0.1");
+    const char *addr = std::getenv("GLOO_ADDR");
+    gloo::transport::tcp::attr attr(addr && *addr ? addr : "127.0.0.1");
     auto dev = gloo::transport::tcp::CreateDevice(attr);
     gloo::rendezvous::FileStore store(argv[3]);
     auto ctx = std::make_shared<gloo::rendezvous::Context>(rank, n);

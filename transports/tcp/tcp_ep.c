@@ -10,6 +10,7 @@
 #include "../../lib/net.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -317,11 +318,15 @@ int terse__tcp_progress(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, vo
     /* Deliver what finished outside progress first. */
     events += terse__tp_evq_deliver(&tp->pending, cb, arg);
 
-    if (grow_pfds(tp, 1 + (size_t)tp->npending + 2 * (size_t)tp->nconnected) != 0)
+    if (grow_pfds(tp, 2 + (size_t)tp->npending + 2 * (size_t)tp->nconnected) != 0)
         return TERSE_ERR_NO_MEMORY;
     int nfds = 0;
     tp->pfds[nfds] = (struct pollfd){.fd = tp->lfd, .events = POLLIN};
     tp->pfd_peer[nfds++] = -1;
+    if (tp->params.wake_fd >= 0) { /* another thread wants the caller's lock: only wakes the poll */
+        tp->pfds[nfds] = (struct pollfd){.fd = tp->params.wake_fd, .events = POLLIN};
+        tp->pfd_peer[nfds++] = INT_MIN;
+    }
     for (int k = 0; k < tp->npending; k++) {
         tp->pfds[nfds] = (struct pollfd){.fd = tp->pending_in[k].fd, .events = POLLIN};
         tp->pfd_peer[nfds++] = -2 - k;
@@ -355,6 +360,8 @@ int terse__tcp_progress(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, vo
                 terse__tcp_accept_ready(tp);
             continue;
         }
+        if (r == INT_MIN)
+            continue;
         if (r <= -2) {
             hellos = 1;
             continue;

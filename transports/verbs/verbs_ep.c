@@ -304,9 +304,10 @@ int terse__verbs_progress(terse_tp_t *tp, int timeout_ms, terse_tp_event_cb cb, 
     ibv_req_notify_cq(tp->cq, 0);
     if ((n = drain_cq(tp, cb, arg)) != 0)
         return n;
-    struct pollfd pf[4] = {{tp->comp->fd, POLLIN, 0}, {tp->listen_ch->fd, POLLIN, 0},
-                           {tp->active_ch->fd, POLLIN, 0}, {tp->ctx->async_fd, POLLIN, 0}};
-    if (poll(pf, 4, timeout_ms) > 0 && (pf[0].revents & POLLIN)) {
+    struct pollfd pf[5] = {{tp->comp->fd, POLLIN, 0}, {tp->listen_ch->fd, POLLIN, 0},
+                           {tp->active_ch->fd, POLLIN, 0}, {tp->ctx->async_fd, POLLIN, 0},
+                           {tp->params.wake_fd, POLLIN, 0}}; /* wake_fd < 0: ignored by poll */
+    if (poll(pf, 5, timeout_ms) > 0 && (pf[0].revents & POLLIN)) {
         struct ibv_cq *cq;
         void *ctx;
         if (ibv_get_cq_event(tp->comp, &cq, &ctx) == 0)
