@@ -132,7 +132,7 @@ static terse_status_t submit_locked(terse_request_t *req)
     ctx->last_activity = terse__now();
     if (req->nops == 0)
         request_finish(req, TERSE_OK);
-    else
+    else if (!ctx->thread_on) /* with the thread, the caller returns at once: it does the work */
         terse__exec_progress(ctx, 0);
     return TERSE_OK;
 }

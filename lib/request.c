@@ -20,7 +20,7 @@ terse_status_t terse_request_test(terse_request_t *req, int *done)
         return TERSE_ERR_INVALID_ARG;
     terse_ctx_t *ctx = req->comm->ctx;
     terse__ctx_lock(ctx);
-    if (!req->done)
+    if (!req->done && !ctx->thread_on) /* the thread does the work: a test only looks */
         terse__exec_progress(ctx, 0);
     *done = req->done;
     if (req->done)

@@ -14,6 +14,9 @@
 # (bytes one rank sends / link rate) and, for a codec, its CPU time here (its
 # single-rank step time x ranks per core). Writes OUT.txt (the table) and
 # OUT.png (time against size per system, one panel per rate and rank count).
+# Then the overlap run (perf/terse_overlap: 4 cnat8 allreduces of 16 MiB while
+# the caller computes as long as they take alone, with and without the
+# progress thread) and its bar, total within 1.15x of max(compute, comm).
 # Every system checks its results: a wrong element (or, compressed, replicas
 # that differ) fails the script. Needs root (namespaces); exits 77 otherwise.
 set -eu
@@ -142,7 +145,29 @@ for g in $RATES; do
         done
     done
 done
+# Overlap: 4 compressed allreduces of 16 MiB while the caller computes as long.
+for g in $RATES; do
+    for n in $RANKS; do
+        build_cluster "$n" "$g"
+        for mode in sleep spin; do
+            echo "$g Gbit/s, n=$n: overlap ($mode)" >&2
+            PORT=$((PORT + 1))
+            r=1
+            while [ "$r" -lt "$n" ]; do
+                ip netns exec "$P-r$r" env TERSE_RANK=$r TERSE_SIZE="$n" TERSE_ROOT_ADDR=10.200.0.1:$PORT \
+                    TERSE_SECRET="cluster$$" TERSE_TRANSPORT=tcp TERSE_LINK_GBPS="$g" \
+                    ./perf/terse_overlap -s 16777216 -k 4 -z cnat8 -r "$((REPS + 2))" -c "$mode" >/dev/null &
+                r=$((r + 1))
+            done
+            ip netns exec "$P-r0" env TERSE_RANK=0 TERSE_SIZE="$n" TERSE_ROOT_ADDR=10.200.0.1:$PORT \
+                TERSE_SECRET="cluster$$" TERSE_TRANSPORT=tcp TERSE_LINK_GBPS="$g" \
+                ./perf/terse_overlap -s 16777216 -k 4 -z cnat8 -r "$((REPS + 2))" -c "$mode" |
+                awk -v g="$g" '!/^#/ { print g, $0 }' >> "$W/overlap"
+            wait
+        done
+    done
+done
 drop_ns
 
-/usr/bin/python3 perf/cluster_report.py "$W/raw" "$W/cpu1" "$CORES" "$OUT" \
+/usr/bin/python3 perf/cluster_report.py "$W/raw" "$W/cpu1" "$W/overlap" "$CORES" "$OUT" \
     "perf/cluster.sh -n \"$RANKS\" -l \"$RATES\" -b $MINB -e $MAXB -r $REPS -z \"$CODECS\""

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Table, bars and plot of perf/cluster.sh's measurements.
 
-    cluster_report.py RAW CPU1 CORES OUT COMMAND
+    cluster_report.py RAW CPU1 OVERLAP CORES OUT COMMAND
 
 RAW lines: rate_gbit ranks system bytes time_us bytes_sent_per_rank (one per
 repetition); CPU1 lines: codec bytes time_us (single-rank step). Writes
@@ -16,7 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-raw, cpu1_path, cores, out, command = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+raw, cpu1_path, overlap_path = sys.argv[1], sys.argv[2], sys.argv[3]
+cores, out, command = int(sys.argv[4]), sys.argv[5], sys.argv[6]
 times = defaultdict(list)
 sent = {}
 for line in open(raw):
@@ -98,6 +99,19 @@ if 10 in rates:
     if k in times and gl in times:
         bars.append((f"10 Gbit/s, {n4} ranks, {big >> 20} MiB: terse cnat8 >= 2.5x faster than Gloo ring_chunked: "
                      f"{med(gl) / med(k):.2f}x", med(gl) / med(k) >= 2.5))
+# Overlap lines: rate codec ranks bytes k compute progress comm_ms comp_ms total_ms ratio min max
+ov = [line.split() for line in open(overlap_path)] if overlap_path and __import__("os").path.exists(overlap_path) else []
+if ov:
+    lines.append("")
+    lines.append("## overlap: 4 compressed allreduces (cnat8) of 16 MiB started back to back, the caller computes as long "
+                 "as they take alone, then waits (perf/terse_overlap); ratio = total / max(compute, comm)")
+    lines.append(f"{'Gbit/s':>6} {'ranks':>5} {'compute':>7} {'progress':>8} {'comm ms':>8} {'total ms':>9} {'ratio':>6} {'range':>13}")
+    for o in ov:
+        lines.append(f"{o[0]:>6} {o[2]:>5} {o[5]:>7} {o[6]:>8} {float(o[7]):8.1f} {float(o[9]):9.1f} {float(o[10]):6.3f} "
+                     f"{o[11] + '-' + o[12]:>13}")
+        if o[0] == "1" and o[6] == "thread" and o[5] == "sleep" and o[2] == str(n4):
+            bars.append((f"overlap, 1 Gbit/s, {o[2]} ranks, compute as a device would (sleep), progress thread: "
+                         f"total within 1.15x of max(compute, comm): {float(o[10]):.3f}x", float(o[10]) <= 1.15))
 lines.append("")
 lines.append("## bars")
 for text, ok in bars:
