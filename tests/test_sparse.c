@@ -415,6 +415,30 @@ static void test_topk_select(void)
         }
         free(x);
     }
+    /* the codec's fused form (p = u + e, checked, filtered in one pass) on
+     * continuous values, a handful of distinct values (ties at the sampled
+     * threshold) and constant input; NaN and infinity refused */
+    for (int kind = 0; kind < 3; kind++)
+        for (int with_e = 0; with_e < 2; with_e++) {
+            size_t n = 1000003, k = terse_topk_count(n, 0.01);
+            float *u = malloc(n * 4), *e = malloc(n * 4), *p = malloc(n * 4), *q = malloc(n * 4);
+            uint32_t *a = malloc(k * 4), *b = malloc(k * 4);
+            uint64_t s = 77 + (uint64_t)kind;
+            for (size_t i = 0; i < n; i++) {
+                uint64_t r = lcg(&s);
+                u[i] = kind == 0 ? (float)(r % 1000003) * 1e-6f - 0.5f : kind == 1 ? (float)(r % 5) : 2.0f;
+                e[i] = kind == 0 ? (float)(r % 97) * 1e-5f : 0.0f;
+                q[i] = with_e ? u[i] + e[i] : u[i];
+            }
+            CU_ASSERT_EQUAL_FATAL(terse__topk_fused(u, with_e ? e : NULL, p, n, k, a), TERSE_OK);
+            CU_ASSERT_EQUAL_FATAL(terse__topk_exact(q, n, k, b), TERSE_OK);
+            CU_ASSERT_EQUAL(memcmp(a, b, k * 4), 0);
+            if (with_e)
+                CU_ASSERT_EQUAL(memcmp(p, q, n * 4), 0);
+            u[n / 3] = kind == 2 ? INFINITY : NAN;
+            CU_ASSERT_EQUAL(terse__topk_fused(u, with_e ? e : NULL, p, n, k, a), TERSE_ERR_INVALID_ARG);
+            free(u), free(e), free(p), free(q), free(a), free(b);
+        }
     float x[6] = {1, -5, 3, 5, 0, 2};
     size_t off[3] = {0, 3, 6}, kout;
     uint32_t idx[6];
@@ -535,7 +559,8 @@ int main(void)
             return 2;
         if (first) {
             CU_pSuite t = CU_add_suite("top-k selection", NULL, NULL);
-            CU_add_test(t, "sampled equals exact; bucket form; k > n refused", test_topk_select);
+            CU_add_test(t, "sampled and fused equal exact (ties, constant, feedback); non-finite refused; bucket form; "
+                           "k > n refused", test_topk_select);
             CU_add_test(t, "mutated messages refused or decoded in range", test_decode_fuzz);
             first = 0;
         }

@@ -31,12 +31,21 @@ static size_t topkc_bound(const terse_codec_params_t *p, size_t n)
     return TERSE_CODEC_HDR + 4 + 5 * topk_k(p, n);
 }
 
-/* Shared by both formats: vsz = 4 (float) or 1 (C_nat byte). */
+/* Shared by both formats: vsz = 4 (float) or 1 (C_nat byte). With e_out,
+ * error feedback in the same pass: x = u + e_in goes to e_out, which then
+ * holds the residual x - decode(code) (zero, or the C_nat rounding, at the
+ * kept entries), the same bits as the generic feedback path. */
 static terse_status_t topk_encode_as(terse_codec_id_t id, size_t vsz, const terse_codec_params_t *p,
-                                     const float *x, size_t n, void *out, size_t *len, terse_rng_t *rng)
+                                     const float *u, const float *e_in, float *e_out, size_t n, void *out,
+                                     size_t *len, terse_rng_t *rng)
 {
-    if (terse__codec_nonfinite(x, n) || n > UINT32_MAX)
+    if (n > UINT32_MAX)
         return TERSE_ERR_INVALID_ARG;
+    if (e_out && !e_in) { /* feedback without a residual yet: p = u */
+        memcpy(e_out, u, n * sizeof(float));
+        u = e_out;
+    }
+    const float *x = e_out ? e_out : u;
     size_t k = topk_k(p, n);
     terse__codec_put_hdr(out, id, n);
     unsigned char *q = (unsigned char *)out + TERSE_CODEC_HDR;
@@ -46,14 +55,18 @@ static terse_status_t topk_encode_as(terse_codec_id_t id, size_t vsz, const ters
     uint32_t *idx = malloc((k ? k : 1) * sizeof(uint32_t));
     if (!idx)
         return TERSE_ERR_NO_MEMORY;
-    terse_status_t st = terse__topk_sampled(x, n, k, idx); /* same indices as the exact selection */
+    /* same indices as the exact selection */
+    terse_status_t st = terse__topk_fused(u, e_out && e_in && u != e_out ? e_in : NULL, e_out, n, k, idx);
     for (size_t j = 0; st == TERSE_OK && j < k; j++) {
         unsigned char *e = pairs + (4 + vsz) * j;
         memcpy(e, &idx[j], 4);
+        float v = x[idx[j]];
         if (vsz == 4)
-            memcpy(e + 4, &x[idx[j]], 4);
+            memcpy(e + 4, &v, 4);
         else
-            e[4] = terse__cnat8_quantize(x[idx[j]], (uint32_t)(terse__rng_next(rng) >> 41));
+            e[4] = terse__cnat8_quantize(v, (uint32_t)(terse__rng_next(rng) >> 41));
+        if (e_out) /* -(-x + decoded): the generic path's exact subtraction */
+            e_out[idx[j]] = -(-v + (vsz == 4 ? v : terse__cnat8_value(e[4])));
     }
     free(idx);
     *len = TERSE_CODEC_HDR + 4 + (4 + vsz) * k;
@@ -100,7 +113,12 @@ static terse_status_t topk_decode_as(terse_codec_id_t id, size_t vsz, const void
 static terse_status_t topk_encode(const terse_codec_params_t *p, const float *x, size_t n, void *out,
                                   size_t *len, terse_rng_t *rng)
 {
-    return topk_encode_as(TERSE_CODEC_TOPK, 4, p, x, n, out, len, rng);
+    return topk_encode_as(TERSE_CODEC_TOPK, 4, p, x, NULL, NULL, n, out, len, rng);
+}
+static terse_status_t topk_encode_ef(const terse_codec_params_t *p, const float *u, const float *e_in, float *e_out,
+                                     size_t n, void *out, size_t *len, terse_rng_t *rng)
+{
+    return topk_encode_as(TERSE_CODEC_TOPK, 4, p, u, e_in, e_out, n, out, len, rng);
 }
 static terse_status_t topk_decode_add(const terse_codec_params_t *p, const void *code, size_t len,
                                       float *acc, size_t n)
@@ -111,7 +129,12 @@ static terse_status_t topk_decode_add(const terse_codec_params_t *p, const void 
 static terse_status_t topkc_encode(const terse_codec_params_t *p, const float *x, size_t n, void *out,
                                    size_t *len, terse_rng_t *rng)
 {
-    return topk_encode_as(TERSE_CODEC_TOPK_CNAT, 1, p, x, n, out, len, rng);
+    return topk_encode_as(TERSE_CODEC_TOPK_CNAT, 1, p, x, NULL, NULL, n, out, len, rng);
+}
+static terse_status_t topkc_encode_ef(const terse_codec_params_t *p, const float *u, const float *e_in,
+                                      float *e_out, size_t n, void *out, size_t *len, terse_rng_t *rng)
+{
+    return topk_encode_as(TERSE_CODEC_TOPK_CNAT, 1, p, u, e_in, e_out, n, out, len, rng);
 }
 static terse_status_t topkc_decode_add(const terse_codec_params_t *p, const void *code, size_t len,
                                        float *acc, size_t n)
@@ -121,6 +144,6 @@ static terse_status_t topkc_decode_add(const terse_codec_params_t *p, const void
 }
 
 const terse_codec_ops_t terse_codec_topk = {TERSE_CODEC_TOPK, "topk", 0, topk_bound, topk_encode,
-                                            topk_decode_add, 1, 0, NULL, NULL};
+                                            topk_decode_add, 1, 0, topk_encode_ef, NULL};
 const terse_codec_ops_t terse_codec_topk_cnat = {TERSE_CODEC_TOPK_CNAT, "topk+cnat8", 1, topkc_bound,
-                                                 topkc_encode, topkc_decode_add, 1, 0, NULL, NULL};
+                                                 topkc_encode, topkc_decode_add, 1, 0, topkc_encode_ef, NULL};

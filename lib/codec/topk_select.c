@@ -123,6 +123,148 @@ terse_status_t terse__topk_sampled(const float *x, size_t n, size_t k, uint32_t 
     return TERSE_OK;
 }
 
+/* Whole blocks of the fused pass: the candidate buffers have a block of
+ * slack, so the loop appends without a bound check. */
+#define FUSED_BLOCK 4096
+#define FLT_BIG 3.40282347e38f
+
+/* p = u (+ e) into p (when e), finite check and candidates >= thr (index and
+ * magnitude), in one loop. Groups of 8 whose largest magnitude is below thr -
+ * most of them - take the vector path only; the others append branch-free.
+ * Returns the candidate count, or more than cap once they overflowed; *gt
+ * and *ge count the magnitudes above and at-or-above thr either way. */
+static size_t fused_pass(const float *u, const float *e, float *p, size_t n, float thr, uint32_t *cand,
+                         float *cmag, size_t cap, int *bad_out, size_t *gt_out, size_t *ge_out)
+{
+    size_t cnt = 0, gt = 0, ge = 0;
+    int bad = 0;
+    size_t i = 0;
+    for (size_t lo = 0; lo < n; lo += FUSED_BLOCK) {
+        size_t hi = lo + FUSED_BLOCK < n ? lo + FUSED_BLOCK : n;
+        int full = cnt > cap; /* too many: finish p and the check, no more candidates */
+        for (i = lo; i + 8 <= hi; i += 8) {
+            float a[8], mx = 0;
+            for (int j = 0; j < 8; j++) {
+                float v = e ? u[i + j] + e[i + j] : u[i + j];
+                if (e)
+                    p[i + j] = v;
+                a[j] = fabsf(v);
+                bad |= !(a[j] <= FLT_BIG); /* NaN and infinity */
+                mx = a[j] > mx ? a[j] : mx;
+            }
+            if (mx < thr)
+                continue;
+            for (int j = 0; j < 8; j++) {
+                gt += a[j] > thr;
+                ge += a[j] >= thr;
+            }
+            if (full)
+                continue;
+            for (int j = 0; j < 8; j++) {
+                cand[cnt] = (uint32_t)(i + (size_t)j);
+                cmag[cnt] = a[j];
+                cnt += a[j] >= thr;
+            }
+        }
+        for (; i < hi; i++) {
+            float v = e ? u[i] + e[i] : u[i], a = fabsf(v);
+            if (e)
+                p[i] = v;
+            bad |= !(a <= FLT_BIG);
+            gt += a > thr;
+            ge += a >= thr;
+            if (full)
+                continue;
+            cand[cnt] = (uint32_t)i;
+            cmag[cnt] = a;
+            cnt += a >= thr;
+        }
+    }
+    *bad_out = bad;
+    *gt_out = gt, *ge_out = ge;
+    return cnt;
+}
+
+/* Fewer than k magnitudes above thr but at least k at it: thr is the k-th
+ * largest, so the answer is everything above it plus the lowest-index ties -
+ * one more pass, no selection (inputs with many equal values). */
+static void take_at_threshold(const float *p, size_t n, float thr, size_t gt, size_t k, uint32_t *idx)
+{
+    size_t ties = k - gt, w = 0;
+    for (size_t i = 0; i < n && w < k; i++) {
+        float a = fabsf(p[i]);
+        if (a > thr || (a == thr && ties && ties--))
+            idx[w++] = (uint32_t)i;
+    }
+}
+
+/* The k of the cnt candidates with the largest magnitudes, ties to the lower
+ * index (candidates are in index order), compacted into idx. */
+static terse_status_t take_candidates(uint32_t *cand, const float *cmag, size_t cnt, size_t k, uint32_t *idx)
+{
+    float *scratch = malloc(cnt * sizeof(float));
+    if (!scratch)
+        return TERSE_ERR_NO_MEMORY;
+    memcpy(scratch, cmag, cnt * sizeof(float));
+    float kth = terse__kth_largest(scratch, cnt, k);
+    free(scratch);
+    size_t above = 0;
+    for (size_t j = 0; j < cnt; j++)
+        above += cmag[j] > kth;
+    size_t ties = k - above, w = 0;
+    for (size_t j = 0; j < cnt; j++) { /* in place: w <= j */
+        int eq = cmag[j] == kth, keep = (cmag[j] > kth) | (eq & (ties > 0));
+        ties -= (size_t)(eq & keep);
+        cand[w] = cand[j];
+        w += (size_t)keep;
+    }
+    memcpy(idx, cand, k * sizeof(uint32_t));
+    return TERSE_OK;
+}
+
+terse_status_t terse__topk_fused(const float *u, const float *e, float *p_out, size_t n, size_t k, uint32_t *idx)
+{
+    const float *p = e ? p_out : u;
+    size_t m = 4096, want = n ? (size_t)((double)k / (double)n * (double)m * 2.0) + 8 : 0;
+    if (n < 8192 || k * 4 > n || want > m) { /* small or dense: the exact selection */
+        int bad = 0;
+        for (size_t i = 0; i < n; i++) {
+            float v = e ? u[i] + e[i] : u[i];
+            if (e)
+                p_out[i] = v;
+            bad |= !isfinite(v);
+        }
+        return bad ? TERSE_ERR_INVALID_ARG : terse__topk_exact(p, n, k, idx);
+    }
+    /* threshold from a strided sample of p, aimed at twice the expected k */
+    float sample[4096];
+    for (size_t j = 0; j < m; j++) {
+        size_t i = j * (n / m);
+        sample[j] = fabsf(e ? u[i] + e[i] : u[i]);
+    }
+    float thr = terse__kth_largest(sample, m, want); /* a NaN here is caught by the pass */
+    size_t cap = 4 * k + 1024;
+    uint32_t *cand = malloc((cap + FUSED_BLOCK + 1) * sizeof(uint32_t));
+    float *cmag = malloc((cap + FUSED_BLOCK + 1) * sizeof(float));
+    if (!cand || !cmag) {
+        free(cand), free(cmag);
+        return TERSE_ERR_NO_MEMORY;
+    }
+    int bad;
+    size_t gt, ge, cnt = fused_pass(u, e, p_out, n, thr, cand, cmag, cap, &bad, &gt, &ge);
+    terse_status_t st = TERSE_OK;
+    if (bad)
+        st = TERSE_ERR_INVALID_ARG;
+    else if (ge >= k && cnt <= cap)
+        st = take_candidates(cand, cmag, cnt, k, idx);
+    else if (ge >= k && gt < k)
+        take_at_threshold(p, n, thr, gt, k, idx);
+    else /* the sample misjudged: too few candidates, or too many above it */
+        st = terse__topk_exact(p, n, k, idx);
+    free(cand), free(cmag);
+    return st;
+}
+
 size_t terse_topk_count(size_t n, double ratio)
 {
     if (n == 0)
