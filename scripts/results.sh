@@ -15,6 +15,7 @@ MODELS=${MODELS:-"softmax mlp"}
 # the compressed allreduce's auto choice for the bandwidth-bound cluster the
 # bars are about (1 Gbit/s): the fewest bytes (docs/configuration.md)
 export TERSE_LINK_GBPS=${TERSE_LINK_GBPS:-1}
+sh scripts/install-deps.sh python3-matplotlib >&2
 bin=examples/fmnist_train
 [ -x "$bin" ] || { echo "results: build first (sh scripts/build.sh); $bin needs zlib1g-dev" >&2; exit 1; }
 log=$(mktemp)
@@ -107,9 +108,12 @@ cpu=$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
         }
     }
     function fabs(x) { return x < 0 ? -x : x }' "$log"
+    echo
+    echo "![test accuracy per epoch and against the bytes sent](results.png)"
     if [ -s "$keep" ]; then echo; cat "$keep"; fi
 } >"$out"
-echo "results: wrote $out" >&2
+/usr/bin/python3 scripts/results_plot.py "$log" "$(dirname "$out")/results.png"
+echo "results: wrote $out and $(dirname "$out")/results.png" >&2
 # a stated bar that no longer holds fails the run
 if grep -q "NOT met" "$out"; then
     grep "NOT met" "$out" >&2
