@@ -8,8 +8,8 @@
  * that large mean the scale is wrong, not that bits are short).
  *
  * The loops are branch-free with an AVX-512 path (16 values per step) and a
- * portable one that produce the same bytes; the non-finite check is folded
- * into the encode pass.
+ * portable one in chunks that GCC vectorises (cloned for AVX2), all giving the
+ * same bytes; the non-finite check is folded into the encode pass.
  */
 #include "codec.h"
 
@@ -26,24 +26,6 @@ static size_t cnat_bound(const terse_codec_params_t *p, size_t n)
     (void)p;
     return TERSE_CODEC_HDR + n;
 }
-
-/* One value: r23 uniform 23 bits; sets *bad for NaN or infinity. */
-static inline uint8_t cnat_one(uint32_t u, uint32_t r23, uint32_t *bad)
-{
-    uint32_t a = u & 0x7fffffffu, e = a >> 23, m = a & 0x7fffffu;
-    *bad |= e == 255;
-    uint32_t code;
-    if (e >= 18) {
-        uint32_t eu = e + (r23 < m);
-        code = (eu > 144 ? 144 : eu) - 17;
-    } else { /* below 2^-109: 0 or 2^-109 with the right mean */
-        float f;
-        memcpy(&f, &a, 4);
-        code = (float)r23 * 0x1p-23f < f * 0x1p109f;
-    }
-    return code ? (uint8_t)(((u >> 24) & 0x80) | code) : 0;
-}
-
 
 #ifdef HAVE_AVX512_PATH
 /* Large outputs that are written, not read, bypass the cache: no
@@ -144,6 +126,49 @@ AVX512 static size_t decode_avx512(const uint8_t *c, float *acc, size_t n, int a
 #endif
 
 
+/* The portable chunk: values lo..lo+m of p = u (+ e_in) to codes, and with
+ * e_out the residual p - decode(code). Branch-free selects only (both cases
+ * are computed: 2^-109 and above, and the 0-or-2^-109 rounding below), so it
+ * vectorises; the same bits as the AVX-512 path. */
+#define CNAT_CHUNK 512
+static inline __attribute__((always_inline)) uint32_t cnat_body(const float *restrict u, const float *restrict e_in,
+                                                                float *restrict e_out, size_t lo, size_t m,
+                                                                uint64_t key, uint8_t *restrict c, const int with_e,
+                                                                const int with_out)
+{
+    const uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
+    int32_t bad = 0;
+    for (size_t j = 0; j < m; j++) {
+        size_t i = lo + j;
+        union { float f; int32_t i; } p = {.f = with_e ? u[i] + e_in[i] : u[i]}, mag;
+        int32_t r = (int32_t)((terse__hash32((uint32_t)i + k0) ^ k1) >> 9);
+        int32_t a = p.i & 0x7fffffff, e = a >> 23, mant = a & 0x7fffff;
+        bad |= e == 255;
+        int32_t eu = e + (r < mant);
+        int32_t big = (eu < 144 ? eu : 144) - 17;
+        mag.i = a;
+        int32_t tiny = (float)r * 0x1p-23f < mag.f * 0x1p109f; /* below 2^-109: 0 or 2^-109 */
+        int32_t isbig = -(e >= 18), code = (big & isbig) | (tiny & ~isbig); /* masks: a select does not vectorise */
+        int32_t nz = -(code != 0), out = (((p.i >> 24) & 0x80) | code) & nz;
+        c[i] = (uint8_t)out;
+        if (with_out) {
+            union { uint32_t i; float f; } v = {.i = ((((uint32_t)out & 0x80u) << 24) | ((uint32_t)(code + 17) << 23)) &
+                                                     (uint32_t)nz};
+            e_out[i] = p.f - v.f;
+        }
+    }
+    return (uint32_t)bad;
+}
+
+TERSE_CLONES static uint32_t cnat_chunk(const float *u, const float *e_in, float *e_out, size_t lo, size_t m,
+                                        uint64_t key, uint8_t *c)
+{
+    /* one loop per case, so that each has no branch inside */
+    if (e_out)
+        return e_in ? cnat_body(u, e_in, e_out, lo, m, key, c, 1, 1) : cnat_body(u, NULL, e_out, lo, m, key, c, 0, 1);
+    return e_in ? cnat_body(u, e_in, NULL, lo, m, key, c, 1, 0) : cnat_body(u, NULL, NULL, lo, m, key, c, 0, 0);
+}
+
 static terse_status_t cnat_decode_as(const void *code, size_t len, float *acc, size_t n, int add)
 {
     if (terse__codec_check_hdr(code, len, TERSE_CODEC_CNAT8, n) || len != TERSE_CODEC_HDR + n)
@@ -189,15 +214,8 @@ static terse_status_t cnat_encode_any(const float *u, const float *e_in, float *
     if (terse__codec_simd())
         i = e_out ? encode_ef_avx512(u, e_in, e_out, n, c, key, &bad) : e_in ? 0 : encode_avx512(u, n, c, key, &bad);
 #endif
-    for (; i < n; i++) {
-        float pv = e_in ? u[i] + e_in[i] : u[i];
-        uint32_t ub;
-        memcpy(&ub, &pv, 4);
-        uint32_t r = (terse__hash32((uint32_t)i + (uint32_t)key) ^ (uint32_t)(key >> 32)) >> 9;
-        c[i] = cnat_one(ub, r, &bad);
-        if (e_out)
-            e_out[i] = pv - terse__cnat8_value(c[i]);
-    }
+    for (; i < n; i += CNAT_CHUNK)
+        bad |= cnat_chunk(u, e_in, e_out, i, n - i < CNAT_CHUNK ? n - i : CNAT_CHUNK, key, c);
     if (bad)
         return TERSE_ERR_INVALID_ARG;
     *len = TERSE_CODEC_HDR + n;
