@@ -67,6 +67,42 @@ AVX512 static void sum_encode_avx512(const float *u, const float *e_in, float *p
 }
 #endif
 
+/* Values [lo, hi) (lo and hi multiples of 16) in blocks of 16: lane j of the
+ * norm takes value i = j mod 16, as the AVX-512 path and the tail do; the
+ * inner loop over the 16 lanes is what GCC vectorises (AVX2 clone). */
+static inline __attribute__((always_inline)) void
+scan16_body(const float *u, const float *e_in, float *p_out, size_t lo, size_t hi, double *lanes,
+            unsigned char *restrict bits, const int with_e, const int with_p)
+{
+    double acc[16];
+    for (int j = 0; j < 16; j++)
+        acc[j] = lanes[j];
+    for (size_t i = lo; i < hi; i += 16) {
+        uint32_t m = 0;
+        for (int j = 0; j < 16; j++) {
+            float v = with_e ? u[i + (size_t)j] + e_in[i + (size_t)j] : u[i + (size_t)j];
+            if (with_p)
+                p_out[i + (size_t)j] = v;
+            acc[j] += fabs((double)v);
+            m |= (uint32_t)(v < 0) << j;
+        }
+        bits[i / 8] = (unsigned char)m;
+        bits[i / 8 + 1] = (unsigned char)(m >> 8);
+    }
+    for (int j = 0; j < 16; j++)
+        lanes[j] = acc[j];
+}
+
+TERSE_CLONES static void scan16(const float *u, const float *e_in, float *p_out, size_t lo, size_t hi, double *lanes,
+                                unsigned char *bits)
+{
+    /* p_out may alias u: written after it is read, value by value */
+    if (p_out)
+        e_in ? scan16_body(u, e_in, p_out, lo, hi, lanes, bits, 1, 1) : scan16_body(u, NULL, p_out, lo, hi, lanes, bits, 0, 1);
+    else
+        e_in ? scan16_body(u, e_in, NULL, lo, hi, lanes, bits, 1, 0) : scan16_body(u, NULL, NULL, lo, hi, lanes, bits, 0, 0);
+}
+
 /* Norm lanes and sign bits of p = u + e_in (e_in may be NULL), p stored in
  * p_out when it is not NULL (p_out may alias u). Returns the scale, or a
  * negative value when the input holds NaN or infinity. */
@@ -74,13 +110,17 @@ static float sign_scan(const float *u, const float *e_in, float *p_out, size_t n
 {
     memset(bits, 0, (n + 7) / 8);
     double lanes[16] = {0};
-    size_t i = 0;
+    size_t i = 0, n16 = n & ~(size_t)15;
 #ifdef HAVE_AVX512_PATH
     if (terse__codec_simd()) {
-        i = n & ~(size_t)15;
-        sum_encode_avx512(u, e_in, p_out, i, lanes, bits);
+        sum_encode_avx512(u, e_in, p_out, n16, lanes, bits);
+        i = n16;
     }
 #endif
+    if (i < n16) {
+        scan16(u, e_in, p_out, i, n16, lanes, bits);
+        i = n16;
+    }
     for (; i < n; i++) {
         float v = e_in ? u[i] + e_in[i] : u[i];
         if (p_out)
@@ -97,16 +137,45 @@ static float sign_scan(const float *u, const float *e_in, float *p_out, size_t n
     return n ? (float)(l1 / (double)n) : 0.0f;
 }
 
+/* Decode of values [0, n16) in blocks of 16: the sign bit flips the scale's
+ * (an integer xor, no select), mode as sign_apply. */
+static inline __attribute__((always_inline)) void apply16_body(const unsigned char *restrict bits, float scale,
+                                                               float *restrict out, size_t n16, const int mode)
+{
+    union { float f; uint32_t i; } sc = {.f = scale};
+    for (size_t i = 0; i < n16; i += 16) {
+        uint32_t m = (uint32_t)bits[i / 8] | (uint32_t)bits[i / 8 + 1] << 8;
+        for (int j = 0; j < 16; j++) {
+            union { uint32_t i; float f; } v = {.i = sc.i ^ (((m >> j) & 1u) << 31)};
+            out[i + (size_t)j] = mode == 0 ? v.f : mode == 1 ? out[i + (size_t)j] + v.f : out[i + (size_t)j] - v.f;
+        }
+    }
+}
+
+TERSE_CLONES static void apply16(const unsigned char *bits, float scale, float *out, size_t n16, int mode)
+{
+    if (mode == 0)
+        apply16_body(bits, scale, out, n16, 0);
+    else if (mode == 1)
+        apply16_body(bits, scale, out, n16, 1);
+    else
+        apply16_body(bits, scale, out, n16, 2);
+}
+
 /* mode 0: out = decode; 1: out += decode; 2: out -= decode */
 static void sign_apply(const unsigned char *bits, float scale, float *out, size_t n, int mode)
 {
-    size_t i = 0;
+    size_t i = 0, n16 = n & ~(size_t)15;
 #ifdef HAVE_AVX512_PATH
     if (terse__codec_simd()) {
-        i = n & ~(size_t)15;
-        decode_avx512(bits, scale, out, i, mode);
+        decode_avx512(bits, scale, out, n16, mode);
+        i = n16;
     }
 #endif
+    if (i < n16) {
+        apply16(bits, scale, out, n16, mode);
+        i = n16;
+    }
     for (; i < n; i++) {
         float v = (bits[i / 8] >> (i % 8)) & 1 ? -scale : scale;
         out[i] = mode == 0 ? v : mode == 1 ? out[i] + v : out[i] - v;
