@@ -137,7 +137,18 @@ static void unpack_codes(const uint8_t *bits, const uint8_t *end, size_t first, 
 {
     const uint8_t *p = bits + first / 8 * w;
     uint8_t mask = (uint8_t)((1u << w) - 1);
-    for (size_t j = 0; j < m; j += 8) {
+    size_t j = 0;
+    /* whole groups with 8 readable bytes: one little-endian load each */
+    for (; j + 8 <= m && p + 8 <= end; j += 8, p += w) {
+        uint64_t acc;
+        memcpy(&acc, p, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        acc = __builtin_bswap64(acc); /* the format is LSB first */
+#endif
+        for (size_t t = 0; t < 8; t++)
+            c[j + t] = (uint8_t)(acc >> (t * w)) & mask;
+    }
+    for (; j < m; j += 8) {
         size_t g = m - j < 8 ? m - j : 8, nbytes = (g * w + 7) / 8;
         uint64_t acc = 0;
         for (size_t b = 0; b < nbytes && p + b < end; b++)
