@@ -8,6 +8,9 @@
 #
 #   perf/compare.sh [-n "2 4"] [-b 4096] [-e 268435456] [-r 3] [-o out.md]
 #
+# With -o, also out.png: busbw against size per library, one panel per rank
+# count (gnuplot).
+#
 # Each (library, rank count) sweep runs -r times, interleaved, and the median
 # busbw per size is reported. Every library checks its results (a wrong
 # element makes the script fail). Installs what it needs (Debian packages).
@@ -20,7 +23,7 @@ while getopts "n:b:e:r:o:" opt; do
     *) echo "usage: $0 [-n ranks] [-b min] [-e max] [-r reps] [-o out.md]" >&2; exit 2 ;;
     esac
 done
-sh scripts/install-deps.sh libgloo-dev g++
+sh scripts/install-deps.sh libgloo-dev g++ gnuplot-nox
 sh scripts/build.sh >/dev/null
 W=$(mktemp -d /tmp/terse-compare.XXXXXX)
 trap 'rm -rf "$W"' EXIT
@@ -74,11 +77,30 @@ median() { # files... -> "bytes median_busbw" per size
     for n in $RANKS; do
         median "$W"/terse.$n.* > "$W/t"; median "$W"/cnat.$n.* > "$W/z"; median "$W"/mpi.$n.* > "$W/m"
         median "$W"/gring.$n.* > "$W/g1"; median "$W"/ghd.$n.* > "$W/g2"
-        join "$W/t" "$W/z" | join - "$W/m" | join - "$W/g1" | join - "$W/g2" | awk -v n="$n" '
+        join "$W/t" "$W/z" | join - "$W/m" | join - "$W/g1" | join - "$W/g2" | tee "$W/plot.$n" | awk -v n="$n" '
             function hs(b) { return b >= 1048576 ? b / 1048576 " MiB" : b / 1024 " KiB" }
             { g = $5 > $6 ? $5 : $6
               printf "| %d | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", n, hs($1), $2, $3, $4, $5, $6, $2 / $4, $3 / $4, $2 / g }'
     done
 } > "$W/table"
 cat "$W/table"
-if [ -n "$OUT" ]; then cp "$W/table" "$OUT"; fi
+if [ -n "$OUT" ]; then
+    cp "$W/table" "$OUT"
+    png="${OUT%.*}.png"
+    np=$(echo $RANKS | wc -w)
+    {
+        echo "set terminal pngcairo size $((550 * np)),450 font \",10\""
+        echo "set output \"$png\""
+        echo "set termoption noenhanced"
+        echo "set multiplot layout 1,$np title \"allreduce float32 sum, TCP loopback (median of $REPS)\""
+        echo "set logscale x 2; set format x \"%.0b %BB\"; set grid; set key top left"
+        echo "set xlabel \"bytes\"; set ylabel \"busbw GB/s\""
+        for n in $RANKS; do
+            f="$W/plot.$n"
+            echo "set title \"$n ranks\""
+            echo "plot \"$f\" using 1:2 with linespoints title \"terse\", \"$f\" using 1:3 with linespoints title \"terse C_nat\", \"$f\" using 1:4 with linespoints title \"Open MPI\", \"$f\" using 1:5 with linespoints title \"Gloo ring\", \"$f\" using 1:6 with linespoints title \"Gloo HD\""
+        done
+        echo "unset multiplot"
+    } | gnuplot
+    echo "perf/compare.sh: wrote $OUT and $png" >&2
+fi
