@@ -19,10 +19,13 @@
 # progress thread) and its bar, total within 1.15x of max(compute, comm).
 # Every system checks its results: a wrong element (or, compressed, replicas
 # that differ) fails the script. Needs root (namespaces); exits 77 otherwise.
+# PARTS="sweep overlap" (default both) runs only some of it.
 set -eu
 cd "$(dirname "$0")/.."
 RANKS="2 4"; RATES="1 10"; MINB=2097152; MAXB=134217728; REPS=3; OUT=docs/cluster
 CODECS="cnat8 sign topk natdither"
+PARTS=${PARTS:-sweep overlap}
+has_part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 size_arg() { numfmt --from=iec "$1"; }
 while getopts "n:l:b:e:r:z:o:" opt; do
     case $opt in
@@ -122,13 +125,14 @@ run_mpi() { # n
 }
 
 # A codec's CPU time here: its single-rank step (encode, decode, feedback).
-for z in $CODECS; do
+: > "$W/raw"; : > "$W/cpu1"; : > "$W/overlap"
+has_part sweep && for z in $CODECS; do
     ./perf/terse_perf -n 1 -b "$MINB" -e "$MAXB" -f 4 -w 2 -i 0 -z "$z" |
         awk -v z="$z" '!/^#/ { print z, $1, $5 }' >> "$W/cpu1"
 done
 
 SYSTEMS="dense $CODECS gloo mpi"
-for g in $RATES; do
+has_part sweep && for g in $RATES; do
     for n in $RANKS; do
         build_cluster "$n" "$g"
         rep=1
@@ -146,7 +150,7 @@ for g in $RATES; do
     done
 done
 # Overlap: 4 compressed allreduces of 16 MiB while the caller computes as long.
-for g in $RATES; do
+has_part overlap && for g in $RATES; do
     for n in $RANKS; do
         build_cluster "$n" "$g"
         for mode in sleep spin; do

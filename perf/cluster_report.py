@@ -52,7 +52,8 @@ def bound(g, n, s, b):
     return wire, cpu
 
 
-lines = [f"# {command}", f"# {cores} cores; time: median of {len(next(iter(times.values())))} repetitions [min-max];"
+nrep = len(next(iter(times.values()))) if times else 0
+lines = [f"# {command}", f"# {cores} cores; time: median of {nrep} repetitions [min-max];"
          " busbw as for a dense float32 allreduce; sent: bytes one rank sends per call;",
          "# bound: the larger of wire time (sent / link rate) and a codec's CPU time (its 1-rank step x ranks per core)"]
 for g in rates:
@@ -78,8 +79,8 @@ for g in rates:
 
 # The bars, at 128 MiB (or the largest size measured).
 bars = []
-big = 134217728 if 134217728 in sizes else sizes[-1]
-n4 = 4 if 4 in ranks else ranks[-1]
+big = 134217728 if 134217728 in sizes or not sizes else sizes[-1]
+n4 = 4 if 4 in ranks or not ranks else ranks[-1]
 if 1 in rates:
     for z in codecs:
         k = (1, n4, z, big)
@@ -119,6 +120,8 @@ for text, ok in bars:
 open(out + ".txt", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 
+if not times:  # the overlap part alone: no sweep to plot
+    sys.exit(0 if all(ok for _, ok in bars) else 3)
 fig, axes = plt.subplots(len(rates), len(ranks), figsize=(5.5 * len(ranks), 4.2 * len(rates)), squeeze=False)
 for i, g in enumerate(rates):
     for j, n in enumerate(ranks):

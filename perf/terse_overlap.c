@@ -173,8 +173,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "terse_overlap: 1 <= k <= %d, 1 <= reps <= %d, bytes >= 4\n", MAXK, MAXREPS);
         return 2;
     }
-    int rank, size;
-    if (!terse_launch_external(&rank, &size) || rank == 0) {
+    int rank, size, external = terse_launch_external(&rank, &size);
+    if (external)
+        n = size; /* the launcher's ranks, whatever -n says */
+    if (!external || rank == 0) {
         printf("# terse_overlap: %d compressed allreduces of %zu bytes started back to back, then compute for as long as "
                "they take alone, then wait; slowest rank; median [min-max] of %d interleaved repetitions\n",
                g_k, g_bytes, g_reps);
