@@ -26,13 +26,13 @@ typedef struct terse_boot {
     char root_addr[256];
 } terse_boot_t;
 
-/* Phase 1: parse root_addr ("host:port" or "host:first-last") and find the
- * local address that routes to it (boot->local_ip, where the transport
- * binds). */
 /* Parse a root address ("host:port" or "host:first-last"); a bad one is
  * reported here. root and nports may be NULL. */
 terse_status_t terse__boot_check_root(const char *root_addr, struct sockaddr_in *root, int *nports);
 
+/* Phase 1: parse root_addr ("host:port" or "host:first-last") and find the
+ * local address that routes to it (boot->local_ip, where the transport
+ * binds). */
 terse_status_t terse__boot_open(terse_boot_t *boot, int rank, int size, const char *root_addr,
                                 uint64_t secret_hash);
 

@@ -362,8 +362,8 @@ terse_status_t terse_comm_stats(const terse_comm_t *comm, terse_comm_stats_t *st
     comm->ctx->tp_ops->stats(comm->ctx->tp, &t);
     stats->connections = (uint64_t)t.connections;
     stats->pinned_bytes = t.pinned_bytes;
-    terse__ctx_unlock(comm->ctx);
     stats->parked_bytes = comm->ctx->stash_bytes;
+    terse__ctx_unlock(comm->ctx);
     return TERSE_OK;
 }
 

@@ -30,12 +30,6 @@ static size_t g_bytes = 16u << 20;
 static int g_k = 4, g_reps = 5, g_spin = 0;
 static const char *g_codec = "cnat8";
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static volatile double sink;
 static void compute(double sec)
@@ -44,8 +38,8 @@ static void compute(double sec)
         usleep((useconds_t)(sec * 1e6));
         return;
     }
-    double t0 = now(), x = 1;
-    while (now() - t0 < sec)
+    double t0 = terse_launch_now(), x = 1;
+    while (terse_launch_now() - t0 < sec)
         for (int i = 0; i < 10000; i++)
             x = x * 1.0000001 + 1e-9;
     sink = x;
@@ -62,7 +56,7 @@ static terse_status_t round_trip(terse_comm_t *c, terse_compressed_t **h, float 
                                  double *slowest)
 {
     terse_status_t st = terse_barrier(c);
-    double t0 = now();
+    double t0 = terse_launch_now();
     terse_request_t *r[MAXK];
     int k = 0;
     for (; st == TERSE_OK && k < g_k; k++)
@@ -73,7 +67,7 @@ static terse_status_t round_trip(terse_comm_t *c, terse_compressed_t **h, float 
         terse_status_t w = terse_request_wait(r[i]);
         st = st == TERSE_OK ? w : st;
     }
-    double el = now() - t0;
+    double el = terse_launch_now() - t0;
     if (st == TERSE_OK)
         st = terse_allreduce(c, &el, slowest, 1, TERSE_FLOAT64, TERSE_MAX);
     return st;

@@ -46,12 +46,6 @@ typedef struct {
 
 static const char *algo_names[] = {"auto", "allgather", "two_phase", "ring"};
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int parse_size(const char *s, size_t *out)
 {
@@ -255,10 +249,10 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
                 break;
         if (st == TERSE_OK)
             st = terse_barrier(comm);
-        double t0 = now();
+        double t0 = terse_launch_now();
         for (int i = 0; i < iters && st == TERSE_OK; i++)
             st = run_once(comm, o, in, out, count, &sx);
-        double el = (now() - t0) / iters;
+        double el = (terse_launch_now() - t0) / iters;
         if (st != TERSE_OK) {
             const char *d;
             terse_comm_error(comm, &d);

@@ -20,12 +20,6 @@ static const size_t sizes[] = {8, 64, 1024, 16384, 262144, 4194304};
 #define NS (sizeof(sizes) / sizeof(sizes[0]))
 #define MAXREPS 32
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_d(const void *a, const void *b)
 {
@@ -58,17 +52,17 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
                 return 1;
         for (int rep = 0; rep < g_reps; rep++) {
             terse_barrier(c);
-            double t = now();
+            double t = terse_launch_now();
             for (int i = 0; i < iters; i++)
                 if (terse_allreduce(c, x, x, count, TERSE_FLOAT32, TERSE_SUM) != TERSE_OK)
                     return 1;
-            t_plain[rep] = (now() - t) / iters;
+            t_plain[rep] = (terse_launch_now() - t) / iters;
             terse_barrier(c);
-            t = now();
+            t = terse_launch_now();
             for (int i = 0; i < iters; i++)
                 if (terse_start(plan) != TERSE_OK || terse_request_wait(plan) != TERSE_OK)
                     return 1;
-            t_plan[rep] = (now() - t) / iters;
+            t_plan[rep] = (terse_launch_now() - t) / iters;
         }
         terse_request_free(plan);
         if (ctx->rank == 0) {

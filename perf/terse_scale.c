@@ -22,12 +22,6 @@ static int g_reps = 10;
 
 enum { F_CREATE, F_CONN, F_PINNED, F_RSS, F_FIRST8, F_LATER8, F_FIRST1M, F_LATER1M, F_CONN_AFTER, NF };
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static double rss_mib(void)
 {
@@ -50,10 +44,10 @@ static int cmp_d(const void *a, const void *b)
 
 static double timed(terse_comm_t *c, void *buf, size_t count)
 {
-    double t = now();
+    double t = terse_launch_now();
     if (terse_allreduce(c, buf, buf, count, TERSE_FLOAT32, TERSE_SUM) != TERSE_OK)
         return -1;
-    return now() - t;
+    return terse_launch_now() - t;
 }
 
 static double median_of(terse_comm_t *c, void *buf, size_t count, int reps)
@@ -74,11 +68,11 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
     terse_comm_params_init(&p);
     p.rank = ctx->rank, p.size = ctx->size, p.root_addr = ctx->root, p.secret = ctx->secret;
     p.transport = g_transport, p.timeout_sec = 120;
-    double f[NF] = {0}, t = now();
+    double f[NF] = {0}, t = terse_launch_now();
     terse_comm_t *c;
     if (terse_comm_create(&p, &c) != TERSE_OK)
         return 1;
-    f[F_CREATE] = now() - t;
+    f[F_CREATE] = terse_launch_now() - t;
     terse_comm_stats_t s;
     terse_comm_stats(c, &s);
     f[F_CONN] = (double)s.connections;

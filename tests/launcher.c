@@ -54,7 +54,7 @@ static int free_port(unsigned id)
     return 0;
 }
 
-static double now(void)
+double terse_launch_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -100,7 +100,7 @@ int terse_launch(int n, double timeout_sec, terse_rank_fn fn, void *arg, int *co
         pids[r] = pid;
         st[r] = -1;
     }
-    double deadline = now() + timeout_sec;
+    double deadline = terse_launch_now() + timeout_sec;
     int left = n;
     while (left > 0) {
         int status;
@@ -114,7 +114,7 @@ int terse_launch(int n, double timeout_sec, terse_rank_fn fn, void *arg, int *co
                 }
             continue;
         }
-        if (now() > deadline) {
+        if (terse_launch_now() > deadline) {
             for (int r = 0; r < n; r++)
                 if (st[r] < 0) {
                     fprintf(stderr, "launcher: rank %d still running after %.0f s: killed\n", r,

@@ -23,6 +23,9 @@ typedef int (*terse_rank_fn)(const terse_launch_ctx_t *ctx, void *arg);
  * variables the library reads. */
 int terse_launch_external(int *rank, int *size);
 
+/* Seconds on the monotonic clock (timing in tests and benchmarks). */
+double terse_launch_now(void);
+
 /*
  * Fork n ranks running fn and wait at most timeout_sec for all of them; a rank
  * still running then is killed (its code is TERSE_LAUNCH_TIMEOUT). Under an

@@ -24,12 +24,6 @@
 
 static const char *g_transport = "tcp";
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Start-up gets its own generous limit: in the emulated soft-RoCE guest
  * under CI load it can take longer than the short failure timeouts below. */
@@ -69,13 +63,13 @@ static int body_kill(const terse_launch_ctx_t *ctx, void *arg)
         _exit(0); /* no goodbye */
     }
     RCHECK(ctx, st == TERSE_OK, "warm-up: %s", terse_strerror(st));
-    double t0 = now();
+    double t0 = terse_launch_now();
     /* A survivor may still be in the barrier when the victim dies: either
      * call may be the one that reports it. */
     st = terse_barrier(comm);
     if (st == TERSE_OK)
         st = terse_allreduce(comm, x, x, n, TERSE_FLOAT32, TERSE_SUM);
-    double el = now() - t0;
+    double el = terse_launch_now() - t0;
     const char *detail;
     terse_status_t sticky = terse_comm_error(comm, &detail);
     RCHECK(ctx, st == TERSE_ERR_PEER_FAILED, "got %s (%s), want PEER_FAILED", terse_strerror(st), detail);
@@ -106,9 +100,9 @@ static int body_silent(const terse_launch_ctx_t *ctx, void *arg)
         terse_comm_destroy(comm);
         return 0;
     }
-    double t0 = now();
+    double t0 = terse_launch_now();
     terse_status_t st = terse_allreduce(comm, x, x, 1000, TERSE_FLOAT32, TERSE_SUM);
-    double el = now() - t0;
+    double el = terse_launch_now() - t0;
     const char *detail;
     terse_comm_error(comm, &detail);
     RCHECK(ctx, st == TERSE_ERR_TIMEOUT, "got %s (%s), want TIMEOUT", terse_strerror(st), detail);
@@ -265,7 +259,7 @@ static int body_busy_ports(const terse_launch_ctx_t *ctx, void *arg)
          * seconds in the emulated guest): a connection it then drops as a stray */
         struct sockaddr_in f = {.sin_family = AF_INET, .sin_port = htons((uint16_t)(p + 2))};
         inet_pton(AF_INET, "127.0.0.1", &f.sin_addr);
-        for (double t1 = now(); now() - t1 < 20;) {
+        for (double t1 = terse_launch_now(); terse_launch_now() - t1 < 20;) {
             int fd = socket(AF_INET, SOCK_STREAM, 0), up = fd >= 0 && connect(fd, (struct sockaddr *)&f, sizeof(f)) == 0;
             if (fd >= 0)
                 close(fd);
@@ -277,11 +271,11 @@ static int body_busy_ports(const terse_launch_ctx_t *ctx, void *arg)
     terse_comm_params_t cp = {.rank = ctx->rank, .size = ctx->size, .root_addr = range, .secret = ctx->secret,
                               .transport = g_transport, .timeout_sec = 40};
     terse_comm_t *comm = NULL;
-    double t0 = now();
+    double t0 = terse_launch_now();
     terse_status_t st = terse_comm_create(&cp, &comm);
     RCHECK(ctx, st == TERSE_OK, "create over %s: %s", range, terse_strerror(st));
     /* a few rounds of the silent port's 3 s, even in a loaded emulator */
-    RCHECK(ctx, now() - t0 < 30, "took %.1f s to find the root", now() - t0);
+    RCHECK(ctx, terse_launch_now() - t0 < 30, "took %.1f s to find the root", terse_launch_now() - t0);
     int v = ctx->rank + 1, sum = 0;
     RCHECK(ctx, terse_allreduce(comm, &v, &sum, 1, TERSE_INT32, TERSE_SUM) == TERSE_OK, "allreduce");
     RCHECK(ctx, sum == ctx->size * (ctx->size + 1) / 2, "sum %d", sum);
@@ -305,11 +299,11 @@ static int body_bad_root(const terse_launch_ctx_t *ctx, void *arg)
         terse_comm_params_t cp = {.rank = ctx->rank, .size = ctx->size, .root_addr = bad[i],
                                   .secret = ctx->secret, .transport = g_transport, .timeout_sec = 20};
         terse_comm_t *comm = NULL;
-        double t0 = now();
+        double t0 = terse_launch_now();
         terse_status_t st = terse_comm_create(&cp, &comm);
         RCHECK(ctx, st == TERSE_ERR_INVALID_ARG && !comm, "'%s': got %s, want INVALID_ARG", bad[i],
                terse_strerror(st));
-        RCHECK(ctx, now() - t0 < 2, "'%s' took %.1f s to refuse", bad[i], now() - t0);
+        RCHECK(ctx, terse_launch_now() - t0 < 2, "'%s' took %.1f s to refuse", bad[i], terse_launch_now() - t0);
     }
     return 0;
 }
@@ -322,9 +316,9 @@ static int body_absent(const terse_launch_ctx_t *ctx, void *arg)
     if (ctx->rank == 2)
         return 0; /* never joins */
     terse_comm_t *comm = NULL;
-    double t0 = now();
+    double t0 = terse_launch_now();
     terse_status_t st = mk_boot(ctx, 60, 2, NULL, &comm);
-    double el = now() - t0;
+    double el = terse_launch_now() - t0;
     RCHECK(ctx, st == TERSE_ERR_TIMEOUT, "got %s, want TIMEOUT", terse_strerror(st));
     RCHECK(ctx, comm == NULL, "got a communicator");
     RCHECK(ctx, el < 6, "took %.1f s", el);
@@ -344,12 +338,12 @@ static int body_departed(const terse_launch_ctx_t *ctx, void *arg)
         return 0;
     }
     usleep(200000);
-    double t0 = now();
+    double t0 = terse_launch_now();
     terse_status_t st = terse_allreduce(comm, &v, &s, 1, TERSE_INT32, TERSE_SUM);
     const char *detail;
     terse_comm_error(comm, &detail);
     RCHECK(ctx, st == TERSE_ERR_PEER_FAILED, "got %s (%s)", terse_strerror(st), detail);
-    RCHECK(ctx, now() - t0 < 10, "took too long");
+    RCHECK(ctx, terse_launch_now() - t0 < 10, "took too long");
     terse_comm_destroy(comm);
     return 0;
 }

@@ -28,18 +28,12 @@ static terse_status_t mk(const terse_launch_ctx_t *ctx, int thread, terse_comm_t
     return terse_comm_create(&p, comm);
 }
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* The caller's "backward pass": CPU work for `sec`, no terse call. */
 static double compute(double sec)
 {
-    double t0 = now(), x = 1;
-    while (now() - t0 < sec)
+    double t0 = terse_launch_now(), x = 1;
+    while (terse_launch_now() - t0 < sec)
         for (int i = 0; i < 10000; i++)
             x = x * 1.0000001 + 1e-9;
     return x;
@@ -56,9 +50,9 @@ static int body_overlap(const terse_launch_ctx_t *ctx, void *arg)
     float *x = malloc(count * sizeof(float));
     RCHECK(ctx, x != NULL, "malloc");
     /* compute for 3x what the allreduce takes alone (sanitizers slow it down) */
-    double t0 = now();
+    double t0 = terse_launch_now();
     RCHECK(ctx, terse_allreduce(c, x, x, count, TERSE_FLOAT32, TERSE_SUM) == TERSE_OK, "alone");
-    double alone = now() - t0, slowest;
+    double alone = terse_launch_now() - t0, slowest;
     RCHECK(ctx, terse_allreduce(c, &alone, &slowest, 1, TERSE_FLOAT64, TERSE_MAX) == TERSE_OK, "max");
     double busy = 3 * slowest > 0.3 ? 3 * slowest : 0.3;
     for (int round = 0; round < 3; round++) {
@@ -237,7 +231,7 @@ static int body_kill(const terse_launch_ctx_t *ctx, void *arg)
     if (ctx->rank == ctx->size - 1)
         raise(SIGKILL);
     terse_status_t st = TERSE_OK;
-    double t0 = now();
+    double t0 = terse_launch_now();
     for (int it = 0; it < 50 && st == TERSE_OK; it++) {
         terse_request_t *r;
         st = terse_allreduce_start(c, x, x, count, TERSE_FLOAT32, TERSE_SUM, &r);
@@ -247,7 +241,7 @@ static int body_kill(const terse_launch_ctx_t *ctx, void *arg)
         }
     }
     RCHECK(ctx, st == TERSE_ERR_PEER_FAILED, "got %s, want PEER_FAILED", terse_strerror(st));
-    RCHECK(ctx, now() - t0 < 30, "took %.1f s", now() - t0);
+    RCHECK(ctx, terse_launch_now() - t0 < 30, "took %.1f s", terse_launch_now() - t0);
     terse_comm_destroy(c);
     free(x);
     return 0;
