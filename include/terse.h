@@ -718,6 +718,160 @@ TERSE_API size_t terse_sasg_state_size(const terse_sasg_t *s);
 TERSE_API terse_status_t terse_sasg_save(const terse_sasg_t *s, void *buf, size_t len);
 TERSE_API terse_status_t terse_sasg_load(terse_sasg_t *s, const void *buf, size_t len);
 
+/*
+ * Gradient coding (Tandon et al., ICML 2017): the data is split into n
+ * partitions and rank i computes the gradients g_j of s+1 of them and sends
+ * c_i = sum_j B_ij g_j, so that any n - s responders S decode the full sum:
+ * sum_{i in S} a_S,i c_i = sum_j g_j.
+ *  - FRACTIONAL: (s+1) divides n; ranks form groups of s+1 consecutive
+ *    ranks that hold the same s+1 partitions with coefficient 1; a_S picks
+ *    (or, with TERSE_GC_AVERAGE, averages) one responder per group.
+ *  - CYCLIC: rank i holds partitions i..i+s (mod n); B is Tandon's
+ *    construction from a random s x n matrix H with H 1 = 0 (rows of B span
+ *    its null space); a_S is the least-squares solution of B_S^T a = 1 by
+ *    Householder QR, refused (TERSE_ERR_UNSUPPORTED) when its residual is
+ *    not tiny. Everything is computed in double from (n, s, seed) alone, so
+ *    every rank running the same binary gets the same bits.
+ * n <= 1024, 0 <= s < n.
+ */
+typedef enum terse_gc_scheme {
+    TERSE_GC_NONE = 0,
+    TERSE_GC_FRACTIONAL,
+    TERSE_GC_CYCLIC
+} terse_gc_scheme_t;
+
+typedef struct terse_gc terse_gc_t;
+
+#define TERSE_GC_AVERAGE 1 /* fractional: average a group's responders (cuts compression noise) */
+
+TERSE_API terse_status_t terse_gc_create(int n, int s, terse_gc_scheme_t scheme, uint64_t seed,
+                                         terse_gc_t **gc);
+TERSE_API void terse_gc_destroy(terse_gc_t *gc);
+/** The s+1 partitions rank computes (parts, ascending position in its
+ * cycle) and their coefficients: c_rank = sum_k coeffs[k] * g_parts[k]. */
+TERSE_API terse_status_t terse_gc_assignment(const terse_gc_t *gc, int rank, int *parts, double *coeffs);
+/** a[0..n) for the responders set (a bitmap of n bits, bit i of word i/64):
+ * zero outside it. Fewer than n - s responders may still decode (fractional:
+ * one per group); when they cannot, TERSE_ERR_INVALID_ARG. flags: TERSE_GC_AVERAGE. */
+TERSE_API terse_status_t terse_gc_decode_vector(const terse_gc_t *gc, const uint64_t *set, int flags,
+                                                double *a);
+
+/*
+ * Partial (straggler-tolerant) allreduce of float32 vectors: a persistent
+ * handle whose steps complete with the contributions of a subset of the
+ * ranks, chosen by a policy as they arrive:
+ *   ALL          every rank (an ordinary allreduce, for comparison);
+ *   QUORUM(k)    the first k ranks to arrive;
+ *   DEADLINE(t)  whoever arrived within t seconds of the first arrival
+ *                (waiting for at least min_contributors);
+ *   SOLO         the first rank to arrive triggers the step (eager-SGD):
+ *                the others join with what they have, i.e. nothing;
+ *   MAJORITY     one rank per step, drawn from the shared seed, triggers it
+ *                when it arrives (eager-SGD's majority: on average half the
+ *                ranks have arrived by then).
+ * Agreement is part of the step: comm rank 0's context decides the set as
+ * contributions arrive and sends it to all, and the contributions of that
+ * set - and only those - are exchanged and summed in rank order, so the
+ * result, the set (a bitmap), its size and every rank's staleness (steps
+ * since its last contribution was used) are identical on every rank.
+ *
+ * Waiting and stragglers: a step is decided while the slow ranks compute,
+ * which needs every rank's context to make progress on its own - run the
+ * progress thread (TERSE_PROGRESS_THREAD=1 or terse_comm_params_t
+ * .progress_thread); without it a step waits for every rank's call, like an
+ * ordinary allreduce (still correct, no longer tolerant). A rank whose
+ * contribution comes after its step was decided gets that step's result at
+ * once and its contribution is dropped (never mixed into a later step) or,
+ * with fold_late, added to its residual and sent with its next contribution
+ * (nothing is lost); terse_partial_wait_decision lets a slow rank stop
+ * computing for a step that no longer needs it. The ranks may be up to
+ * `lookahead` steps apart. A straggler is not a failure and keeps its place;
+ * a rank that dies makes every step fail with TERSE_ERR_PEER_FAILED
+ * (terse_comm_shrink the parent communicator), a silent one with
+ * TERSE_ERR_TIMEOUT once some rank has arrived and timeout_sec passed.
+ *
+ * Codes: "fp32" (default), "sign1" (unbiased stochastic 1-bit with a scale
+ * per bucket: +R with probability (1 + x/R)/2, else -R; R = max |x| of the
+ * bucket, so linear decoding stays unbiased), "sign" (scaled sign, biased:
+ * error feedback on by default), or any other codec of the compressed
+ * allreduce. With gradient coding (gc != NONE) each rank passes its coded
+ * gradient c_i (terse_gc_assignment) and the step returns the decoded full
+ * sum (or, with AVG, sum / n); the policy must guarantee n - s responders
+ * (QUORUM with k >= n - s, the default then, or ALL).
+ */
+typedef struct terse_partial terse_partial_t;
+
+typedef enum terse_partial_policy {
+    TERSE_PARTIAL_ALL = 0,
+    TERSE_PARTIAL_QUORUM,
+    TERSE_PARTIAL_DEADLINE,
+    TERSE_PARTIAL_SOLO,
+    TERSE_PARTIAL_MAJORITY
+} terse_partial_policy_t;
+
+typedef struct terse_partial_params {
+    size_t struct_size;            /* set by terse_partial_params_init (the struct can grow) */
+    terse_partial_policy_t policy; /* default ALL (QUORUM(n - s) with gradient coding) */
+    int quorum;                    /* QUORUM: k in [1, n] */
+    double deadline_sec;           /* DEADLINE: t > 0 */
+    int min_contributors;          /* DEADLINE: at least this many (default 1) */
+    int max_stale;                 /* tau > 0: after tau partial steps in a row the next
+                                    * step waits for every rank (0: never forced) */
+    int fold_late;                 /* a contribution left out goes to the sender's residual */
+    const char *codec;             /* default "fp32" */
+    size_t bucket;                 /* values per scale (sign1); 0 = 512 */
+    int error_feedback;            /* -1: default (on for biased codecs), 0 off, 1 on */
+    terse_op_t op;                 /* SUM (default) or AVG (over the contributors; over n
+                                    * partitions with gradient coding) */
+    terse_gc_scheme_t gc;          /* gradient coding scheme (default none) */
+    int gc_s;                      /* stragglers tolerated, 0 <= s < n */
+    uint64_t seed;                 /* random streams: codes, MAJORITY, the cyclic code */
+    int lookahead;                 /* steps a rank may lag the decisions (default 2) */
+} terse_partial_params_t;
+
+TERSE_API void terse_partial_params_init(terse_partial_params_t *params);
+
+/** Collective over comm (it duplicates comm: the handle's traffic has its own
+ * communicator). Ranks must pass the same count and parameters (checked at
+ * the first step: TERSE_ERR_MISMATCH). Invalid parameters are
+ * TERSE_ERR_INVALID_ARG with the reason in the log (TERSE_DEBUG=warn). */
+TERSE_API terse_status_t terse_partial_create(terse_comm_t *comm, size_t count,
+                                              const terse_partial_params_t *params,
+                                              terse_partial_t **out);
+/** Local: the steps this rank has not called yet are cancelled. */
+TERSE_API void terse_partial_destroy(terse_partial_t *p);
+
+/** What a step used; the arrays belong to the handle, valid until its next step. */
+typedef struct terse_partial_info {
+    uint64_t step;             /* 0, 1, ... */
+    int contributors;          /* size of the set */
+    const uint64_t *set;       /* bitmap of comm ranks, (n + 63) / 64 words */
+    const uint32_t *staleness; /* [n] steps since each rank's last contribution was used */
+    int included;              /* this rank's contribution is in the set */
+    int late;                  /* it came after the step was decided */
+    int forced;                /* the staleness bound made this a full step */
+    uint64_t bytes_sent;       /* payload bytes this rank sent in the step */
+} terse_partial_info_t;
+
+#define TERSE_PARTIAL_IN(info, r) ((int)(((info)->set[(r) / 64] >> ((r) % 64)) & 1u))
+
+/**
+ * One step: recvbuf = the sum (or mean) of the set's decoded contributions
+ * (gradient coding: the decoded full gradient). sendbuf NULL contributes
+ * nothing (a rank catching up). Blocking; info may be NULL. On an error the
+ * handle's residual is as before the call.
+ */
+TERSE_API terse_status_t terse_partial_allreduce(terse_partial_t *p, const float *sendbuf, float *recvbuf,
+                                                 terse_partial_info_t *info);
+/** Block until the step this rank calls next has been decided or timeout_sec
+ * passed; *decided = 1 when it was decided (without this rank if it has not
+ * called it). For injected or real stragglers: stop computing, call the step. */
+TERSE_API terse_status_t terse_partial_wait_decision(terse_partial_t *p, double timeout_sec, int *decided);
+/** Steps already decided that this rank has not called yet. */
+TERSE_API int terse_partial_behind(terse_partial_t *p);
+/** Copy the residual (count floats) into out. */
+TERSE_API terse_status_t terse_partial_residual(const terse_partial_t *p, float *out);
+
 /**
  * Print every configuration variable with its default, current value and
  * help text to the given FILE* (stdout if NULL).

@@ -91,13 +91,21 @@ typedef struct terse_ctx {
     unsigned nearly;
     uint64_t issue_round;                 /* executor pass counter (send ordering) */
     double last_activity;
+    int in_progress;                      /* inside terse__exec_progress (callbacks submit) */
     uint32_t serials;                     /* request serials (UINT32_MAX never names one) */
 
     /* progress.c: the lock the caller's threads and the progress thread share */
     pthread_mutex_t lock;
-    pthread_cond_t work_cv, done_cv, handoff_cv;
+    pthread_cond_t work_cv, handoff_cv;
     pthread_t thread;
     int lock_ready, thread_on, stop, sleepers, wake_fd;
+    uint64_t finished;   /* requests ended, steps decided: the thread wakes sleepers on a change */
+    /* Callers waiting for such an event sleep on sleep_cv without the
+     * context lock (the thread holds it between passes) and take it back
+     * through terse__ctx_lock's hand-off. */
+    pthread_mutex_t sleep_lock;
+    pthread_cond_t sleep_cv;
+    unsigned wake_gen;
     atomic_int waiters; /* callers queued for the lock */
 } terse_ctx_t;
 

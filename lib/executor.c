@@ -17,11 +17,12 @@
 
 static const char *coll_names[] = {"?",          "allreduce", "reduce_scatter", "allgather",
                                    "allgatherv", "broadcast", "barrier",        "compressed",
-                                   "shrink agreement", "alltoall", "alltoallv", "reduce"};
+                                   "shrink agreement", "alltoall", "alltoallv", "reduce",
+                                   "partial allreduce"};
 
 static const char *coll_name(int coll)
 {
-    return coll >= 1 && coll <= TERSE_COLL_REDUCE ? coll_names[coll] : "?";
+    return coll >= 1 && coll <= TERSE_COLL_PARTIAL ? coll_names[coll] : "?";
 }
 
 static inline int deps_done(const terse_request_t *req, const terse_sched_op_t *o)
@@ -90,6 +91,7 @@ static void request_finish(terse_request_t *req, terse_status_t st)
     req->next = NULL;
     req->done = 1;
     req->status = st;
+    ctx->finished++;
     if (!req->persistent) { /* a plan keeps its scratch for the next start */
         free(req->scratch);
         req->scratch = NULL;
@@ -132,19 +134,33 @@ static terse_status_t submit_locked(terse_request_t *req)
     ctx->last_activity = terse__now();
     if (req->nops == 0)
         request_finish(req, TERSE_OK);
-    else if (!ctx->thread_on) /* with the thread, the caller returns at once: it does the work */
+    else if (!ctx->thread_on && !ctx->in_progress) /* with the thread, the caller returns at once */
         terse__exec_progress(ctx, 0);
     return TERSE_OK;
+}
+
+terse_status_t terse__exec_submit_locked(terse_request_t *req)
+{
+    terse_ctx_t *ctx = req->comm->ctx; /* req may be gone after: done at once, freed */
+    terse_status_t st = submit_locked(req);
+    terse__progress_kick(ctx);
+    return st;
 }
 
 terse_status_t terse__exec_submit(terse_request_t *req)
 {
     terse_ctx_t *ctx = req->comm->ctx;
     terse__ctx_lock(ctx);
-    terse_status_t st = submit_locked(req);
-    terse__progress_kick(ctx);
+    terse_status_t st = terse__exec_submit_locked(req);
     terse__ctx_unlock(ctx);
     return st;
+}
+
+void terse__exec_open_gate(terse_request_t *req, int idx)
+{
+    req->ops[idx].posted = 1;
+    req->comm->last_progress = terse__now();
+    terse__progress_kick(req->comm->ctx);
 }
 
 /* ---- sends ------------------------------------------------------------ */
@@ -345,6 +361,8 @@ static int take_chunk(terse_ctx_t *ctx, int p, terse_wire_hdr_t *h, const char *
         if (o->got == o->total) {
             op_done(req, o);
             (*cur)++;
+            if (req->on_recv)
+                req->on_recv(req, m, (int)(o - req->ops));
         }
         return CHUNK_TAKEN;
     }
@@ -355,6 +373,8 @@ static int take_chunk(terse_ctx_t *ctx, int p, terse_wire_hdr_t *h, const char *
     req->recv_chunk[m]++;
     op_done(req, o);
     (*cur)++;
+    if (req->on_recv)
+        req->on_recv(req, m, (int)(o - req->ops));
     return CHUNK_TAKEN;
 }
 
@@ -576,7 +596,7 @@ static int run_locals(terse_ctx_t *ctx)
         next = req->next;
         while (req->local_cur < req->nlocal) {
             terse_sched_op_t *o = &req->ops[req->local_idx[req->local_cur]];
-            if (!deps_done(req, o))
+            if (!deps_done(req, o) || (o->action == TERSE_ACT_GATE && !o->posted))
                 break;
             if (o->action == TERSE_ACT_CALL) {
                 terse_status_t st = o->call(req, req->call_arg, o->bytes);
@@ -615,6 +635,10 @@ static void check_departed(terse_ctx_t *ctx)
         for (int i = 0; i < req->npeers; i++) {
             int q = req->peers[i];
             terse_chan_t *ch = &ctx->chans[comm->world[q]];
+            /* a round prepared ahead that nobody started does not need a peer
+             * that left cleanly yet: it fails if the caller starts it */
+            if (req->patient && ch->bye)
+                continue;
             if ((ch->bye || ch->lost || ch->fenced) && req->recv_cur[q] < req->recv_off[q + 1] - req->recv_off[q] &&
                 ch->consumed == ch->arrived && !ch->stash_head) {
                 comm->suspect = comm->world[q];
@@ -635,6 +659,8 @@ static void check_timeout(terse_ctx_t *ctx)
     double now = terse__now();
     for (terse_request_t *req = ctx->req_head; req; req = req->next) {
         terse_comm_t *comm = req->comm;
+        if (req->patient)
+            continue;
         /* the first request of a communicator is its oldest */
         double idle = now - comm->last_progress;
         if (idle < comm->cfg.timeout_sec)
@@ -754,6 +780,14 @@ void terse__exec_fail(terse_comm_t *comm, terse_status_t st, int culprit, uint32
             }
         }
     }
+}
+
+void terse__exec_cancel(terse_request_t *req)
+{
+    req->cancelled = 1;
+    cancel_marked(req->comm->ctx, req->comm);
+    req->freed_by_user = 1;
+    request_finish(req, TERSE_ERR_INVALID_ARG);
 }
 
 void terse__exec_cancel_comm(terse_comm_t *comm)
@@ -931,11 +965,36 @@ void terse__exec_on_event(void *arg, const terse_tp_event_t *ev)
     }
 }
 
+/* Fire the timers that are due; returns how many fired and lowers
+ * *timeout_ms to the next one. */
+static int run_timers(terse_ctx_t *ctx, int *timeout_ms)
+{
+    int fired = 0;
+    double now = terse__now();
+    for (terse_request_t *req = ctx->req_head, *next; req; req = next) {
+        next = req->next;
+        if (req->wake_at <= 0)
+            continue;
+        if (now >= req->wake_at) {
+            req->wake_at = 0;
+            req->on_wake(req);
+            fired++;
+            continue;
+        }
+        int ms = (int)((req->wake_at - now) * 1e3) + 1;
+        if (ms < *timeout_ms)
+            *timeout_ms = ms;
+    }
+    return fired;
+}
+
 void terse__exec_progress(terse_ctx_t *ctx, int timeout_ms)
 {
     if (!ctx->req_head)
         return;
-    int moved = issue_sends(ctx);
+    ctx->in_progress++;
+    int moved = run_timers(ctx, &timeout_ms);
+    moved += issue_sends(ctx);
     moved += process_arrivals(ctx);
     moved += run_locals(ctx);
     return_credits(ctx, !moved);
@@ -959,4 +1018,5 @@ void terse__exec_progress(terse_ctx_t *ctx, int timeout_ms)
         check_departed(ctx);
     if (ctx->req_head)
         check_timeout(ctx);
+    ctx->in_progress--;
 }

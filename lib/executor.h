@@ -23,6 +23,13 @@
  * progress. On failure the request is released. */
 terse_status_t terse__exec_submit(terse_request_t *req);
 
+/* The same with the context lock held, from inside the executor's callbacks
+ * too (it then makes no progress itself: the running pass does). */
+terse_status_t terse__exec_submit_locked(terse_request_t *req);
+
+/* Open a TERSE_ACT_GATE op of a queued request. Lock held. */
+void terse__exec_open_gate(terse_request_t *req, int idx);
+
 /* One round of progress on every active request of the context; blocks up to
  * timeout_ms in the transport when nothing can move. */
 void terse__exec_progress(terse_ctx_t *ctx, int timeout_ms);
@@ -37,6 +44,10 @@ void terse__exec_fail(terse_comm_t *comm, terse_status_t st, int culprit, uint32
 /* Cancel the pending requests of comm (it is being destroyed): their
  * queued writes are dropped and the requests freed. */
 void terse__exec_cancel_comm(terse_comm_t *comm);
+
+/* Cancel one queued request that has sent nothing the peers wait for (a
+ * round prepared ahead that will not be used); it is freed. Lock held. */
+void terse__exec_cancel(terse_request_t *req);
 
 /* Apply the aborts that named comm before it was created here (a peer made
  * it first and failed in it). */

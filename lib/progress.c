@@ -5,6 +5,7 @@
 #include "net.h"
 
 #include <errno.h>
+#include <math.h>
 #include <sched.h>
 #include <stdint.h>
 #include <string.h>
@@ -19,6 +20,16 @@ static void drain_wake(terse_ctx_t *ctx)
         ;
 }
 
+/* Requests ended (or steps were decided) in the last pass: wake the
+ * callers sleeping in terse__progress_until_time. */
+static void wake_sleepers(terse_ctx_t *ctx)
+{
+    pthread_mutex_lock(&ctx->sleep_lock);
+    ctx->wake_gen++;
+    pthread_cond_broadcast(&ctx->sleep_cv);
+    pthread_mutex_unlock(&ctx->sleep_lock);
+}
+
 static void *progress_main(void *arg)
 {
     terse_ctx_t *ctx = arg;
@@ -26,14 +37,15 @@ static void *progress_main(void *arg)
     while (!ctx->stop) {
         if (!ctx->req_head) {
             if (ctx->sleepers)
-                pthread_cond_broadcast(&ctx->done_cv);
+                wake_sleepers(ctx);
             pthread_cond_wait(&ctx->work_cv, &ctx->lock);
             continue;
         }
+        uint64_t finished = ctx->finished;
         terse__exec_progress(ctx, 100);
         drain_wake(ctx);
-        if (ctx->sleepers)
-            pthread_cond_broadcast(&ctx->done_cv);
+        if (ctx->sleepers && ctx->finished != finished)
+            wake_sleepers(ctx);
         /* a caller woke us to get in: let it, before blocking again */
         while (atomic_load(&ctx->waiters) > 0 && !ctx->stop)
             pthread_cond_wait(&ctx->handoff_cv, &ctx->lock);
@@ -50,7 +62,8 @@ terse_status_t terse__progress_init(terse_ctx_t *ctx, int thread)
     pthread_mutex_init(&ctx->lock, &a);
     pthread_mutexattr_destroy(&a);
     pthread_cond_init(&ctx->work_cv, NULL);
-    pthread_cond_init(&ctx->done_cv, NULL);
+    pthread_mutex_init(&ctx->sleep_lock, NULL);
+    pthread_cond_init(&ctx->sleep_cv, NULL);
     pthread_cond_init(&ctx->handoff_cv, NULL);
     atomic_init(&ctx->waiters, 0);
     ctx->wake_fd = -1;
@@ -98,7 +111,8 @@ void terse__progress_fini(terse_ctx_t *ctx)
         close(ctx->wake_fd);
     ctx->wake_fd = -1;
     pthread_cond_destroy(&ctx->work_cv);
-    pthread_cond_destroy(&ctx->done_cv);
+    pthread_cond_destroy(&ctx->sleep_cv);
+    pthread_mutex_destroy(&ctx->sleep_lock);
     pthread_cond_destroy(&ctx->handoff_cv);
     pthread_mutex_destroy(&ctx->lock);
     ctx->lock_ready = 0;
@@ -129,35 +143,56 @@ void terse__progress_kick(terse_ctx_t *ctx)
         pthread_cond_signal(&ctx->work_cv);
 }
 
-void terse__progress_until(terse_ctx_t *ctx, const int *done)
+int terse__progress_until_time(terse_ctx_t *ctx, const int *done, double deadline)
 {
     if (ctx->thread_on) {
         ctx->sleepers++;
-        while (!*done) {
-            /* 100 ms slices: a missed broadcast costs at most that */
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 100000000;
-            if (ts.tv_nsec >= 1000000000)
-                ts.tv_sec++, ts.tv_nsec -= 1000000000;
+        while (!*done && terse__now() < deadline) {
+            pthread_mutex_lock(&ctx->sleep_lock);
+            unsigned gen = ctx->wake_gen;
+            pthread_mutex_unlock(&ctx->sleep_lock);
             pthread_cond_signal(&ctx->work_cv);
-            pthread_cond_timedwait(&ctx->done_cv, &ctx->lock, &ts);
+            pthread_mutex_unlock(&ctx->lock); /* held once: the thread may run */
+            pthread_mutex_lock(&ctx->sleep_lock);
+            /* 100 ms slices: a missed wake-up costs at most that */
+            double until = fmin(deadline, terse__now() + 0.1);
+            while (ctx->wake_gen == gen && terse__now() < until) {
+                double left = until - terse__now();
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                long ns = ts.tv_nsec + (long)(left * 1e9) + 1;
+                ts.tv_sec += ns / 1000000000L;
+                ts.tv_nsec = ns % 1000000000L;
+                pthread_cond_timedwait(&ctx->sleep_cv, &ctx->sleep_lock, &ts);
+            }
+            pthread_mutex_unlock(&ctx->sleep_lock);
+            terse__ctx_lock(ctx);
         }
         ctx->sleepers--;
-        return;
+        return *done;
     }
     /* Poll briefly (yielding the core: ranks often outnumber cores), then
      * sleep in the transport between events; 100 ms slices keep the timeout
      * check responsive. */
     double spin_until = terse__now() + 1e-6 * ctx->cfg.spin_us;
     while (!*done) {
-        if (terse__now() < spin_until) {
+        double now = terse__now();
+        if (now >= deadline)
+            break;
+        if (now < spin_until) {
             terse__exec_progress(ctx, 0);
             sched_yield();
         } else {
-            terse__exec_progress(ctx, 100);
+            double left = deadline - now;
+            terse__exec_progress(ctx, left < 0.1 ? (int)(left * 1e3) + 1 : 100);
         }
     }
+    return *done;
+}
+
+void terse__progress_until(terse_ctx_t *ctx, const int *done)
+{
+    terse__progress_until_time(ctx, done, INFINITY);
 }
 
 void *terse__ctx_read_ptr(terse_ctx_t *ctx, void *const *p)

@@ -33,6 +33,9 @@ void terse__progress_kick(terse_ctx_t *ctx);
  * ourselves or, with the thread, sleeping until it reports. Lock held once. */
 void terse__progress_until(terse_ctx_t *ctx, const int *done);
 
+/* The same, giving up at deadline (terse__now() clock); returns *done. */
+int terse__progress_until_time(terse_ctx_t *ctx, const int *done, double deadline);
+
 /* A pointer the progress thread may clear (a handle's step in flight), read
  * under the lock. */
 void *terse__ctx_read_ptr(terse_ctx_t *ctx, void *const *p);

@@ -23,9 +23,12 @@ typedef enum {
     TERSE_ACT_VARLEN,  /* RECV: one whole message of a size the sender chose (at most
                         * `bytes`), over as many chunks as it takes; the buffer comes
                         * from the request's varlen_alloc once the size is known */
-    TERSE_ACT_CALL     /* LOCAL: call(req, req->call_arg, bytes) - encode a chunk, add a
+    TERSE_ACT_CALL,    /* LOCAL: call(req, req->call_arg, bytes) - encode a chunk, add a
                         * decoded code, re-encode at the owner - when its dependencies
                         * are done; a failure fails the request */
+    TERSE_ACT_GATE     /* LOCAL: done once opened (terse__exec_open_gate) - an event
+                        * outside the schedule: the caller's contribution is ready, a
+                        * decision was taken */
 } terse_action_t;
 
 typedef enum {
@@ -39,7 +42,8 @@ typedef enum {
     TERSE_COLL_AGREE,      /* a round of shrink's agreement on the survivors */
     TERSE_COLL_ALLTOALL,
     TERSE_COLL_ALLTOALLV,
-    TERSE_COLL_REDUCE
+    TERSE_COLL_REDUCE,
+    TERSE_COLL_PARTIAL     /* a round of a partial collective (agreement or data) */
 } terse_coll_t;
 
 typedef struct terse_request terse_request_t;
@@ -96,6 +100,15 @@ struct terse_request {
      * returns the final one (a collective's last local step: decode, commit
      * or roll back its state). */
     terse_status_t (*on_done)(terse_request_t *req, void *arg, terse_status_t st);
+
+    /* Run as each receive op completes (idx: the op), lock held: the
+     * arrivals of a partial collective are seen in arrival order. It may
+     * open gates and submit requests (terse__exec_submit_locked). */
+    void (*on_recv)(terse_request_t *req, int peer, int idx);
+    /* A timer: on_wake(req) runs once the clock passes wake_at (> 0). */
+    double wake_at;
+    void (*on_wake)(terse_request_t *req);
+    int patient;          /* waits for callers' events, not peers: no timeout */
 
     int cancelled;        /* failed: its queued writes are dropped */
 

@@ -69,6 +69,30 @@ int terse__codec_poisoned(const void *code, size_t len)
     return magic == CODEC_MAGIC && h[3] == TERSE_CODEC_FLAG_POISON;
 }
 
+terse_status_t terse__codec_encode_ef(const terse_codec_ops_t *codec, const terse_codec_params_t *cp,
+                                      const float *u, const float *e_in, float *e_out, size_t n, void *code,
+                                      size_t *len, terse_rng_t *rng)
+{
+    if (!e_out)
+        return codec->encode(cp, u, n, code, len, rng);
+    if (codec->encode_ef)
+        return codec->encode_ef(cp, u, e_in, e_out, n, code, len, rng);
+    for (size_t i = 0; i < n; i++)
+        e_out[i] = e_in ? u[i] + e_in[i] : u[i];
+    terse_status_t st = codec->encode(cp, e_out, n, code, len, rng);
+    if (st != TERSE_OK)
+        return st;
+    /* p - decode(code), exactly: negate (exact), add the decoded values,
+     * negate back - IEEE rounding is symmetric, so this equals a
+     * subtraction and needs no scratch vector. */
+    for (size_t i = 0; i < n; i++)
+        e_out[i] = -e_out[i];
+    st = codec->decode_add(cp, code, *len, e_out, n);
+    for (size_t i = 0; i < n; i++)
+        e_out[i] = -e_out[i];
+    return st;
+}
+
 int terse__codec_nonfinite(const float *x, size_t n)
 {
     int bad = 0;

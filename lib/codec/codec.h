@@ -246,6 +246,12 @@ int terse__codec_check_hdr(const void *code, size_t len, terse_codec_id_t id, si
 #define TERSE_CODEC_FLAG_POISON 1
 void terse__codec_put_poison(void *out, terse_codec_id_t id, size_t n, size_t len);
 int terse__codec_poisoned(const void *code, size_t len);
+/* Encode with worker feedback: p = u + e_in (e_in NULL: zero), code = C(p),
+ * e_out = p - decode(code); e_out NULL: plain encode of u. The codec's fused
+ * form when it has one. */
+terse_status_t terse__codec_encode_ef(const terse_codec_ops_t *codec, const terse_codec_params_t *cp,
+                                      const float *u, const float *e_in, float *e_out, size_t n, void *code,
+                                      size_t *len, terse_rng_t *rng);
 /* Any NaN or infinity in x? */
 int terse__codec_nonfinite(const float *x, size_t n);
 

@@ -22,24 +22,7 @@ terse_status_t terse__compressed_encode(terse_compressed_t *c, const terse_codec
                                         const float *u, const float *e_in, float *e_out, size_t n,
                                         void *code, size_t *len, terse_rng_t *rng)
 {
-    if (!e_out)
-        return codec->encode(&c->cp, u, n, code, len, rng);
-    if (codec->encode_ef)
-        return codec->encode_ef(&c->cp, u, e_in, e_out, n, code, len, rng);
-    for (size_t i = 0; i < n; i++)
-        e_out[i] = e_in ? u[i] + e_in[i] : u[i];
-    terse_status_t st = codec->encode(&c->cp, e_out, n, code, len, rng);
-    if (st != TERSE_OK)
-        return st;
-    /* p - decode(code), exactly: negate (exact), add the decoded values,
-     * negate back - IEEE rounding is symmetric, so this equals a
-     * subtraction and needs no scratch vector. */
-    for (size_t i = 0; i < n; i++)
-        e_out[i] = -e_out[i];
-    st = codec->decode_add(&c->cp, code, *len, e_out, n);
-    for (size_t i = 0; i < n; i++)
-        e_out[i] = -e_out[i];
-    return st;
+    return terse__codec_encode_ef(codec, &c->cp, u, e_in, e_out, n, code, len, rng);
 }
 
 terse_status_t terse__compressed_decode(terse_compressed_t *c, const terse_codec_ops_t *codec,
