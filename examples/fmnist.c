@@ -237,3 +237,22 @@ double fmnist_accuracy(struct terse_comm *comm, const model_t *m, const float *x
     terse_allreduce(comm, &c, &tot, 1, TERSE_FLOAT64, TERSE_SUM);
     return tot / test->n;
 }
+
+int fmnist_replicas_identical(struct terse_comm *comm, const float *x, size_t P)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < P * 4; i++)
+        h = (h ^ ((const unsigned char *)x)[i]) * 1099511628211ull;
+    int64_t hv = (int64_t)h, hmin, hmax;
+    terse_allreduce(comm, &hv, &hmin, 1, TERSE_INT64, TERSE_MIN);
+    terse_allreduce(comm, &hv, &hmax, 1, TERSE_INT64, TERSE_MAX);
+    return hmin == hmax;
+}
+
+void fmnist_report(struct terse_comm *comm, const char *prog, int step, int status)
+{
+    const char *d;
+    terse_comm_error(comm, &d);
+    fprintf(stderr, "%s: rank %d step %d: %s (%s)\n", prog, terse_comm_rank(comm), step,
+            terse_strerror((terse_status_t)status), d ? d : "");
+}

@@ -51,4 +51,9 @@ int fmnist_setup(const struct terse_launch_ctx *ctx, const char *transport, doub
 double fmnist_accuracy(struct terse_comm *comm, const model_t *m, const float *x, const dataset_t *test,
                        float *scratch);
 
+/* 1 when x[0..P) holds the same bits on every rank (a hash, its min and max over the ranks). */
+int fmnist_replicas_identical(struct terse_comm *comm, const float *x, size_t P);
+/* A failed step on stderr, with the communicator's explanation of it. */
+void fmnist_report(struct terse_comm *comm, const char *prog, int step, int status);
+
 #endif

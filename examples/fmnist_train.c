@@ -136,9 +136,7 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
             st = full ? terse_allreduce(comm, u, delta, P, TERSE_FLOAT32, TERSE_AVG)
                       : terse_compressed_allreduce(cz, u, delta);
             if (st != TERSE_OK) {
-                const char *d;
-                terse_comm_error(comm, &d);
-                fprintf(stderr, "fmnist_train: rank %d step %d: %s (%s)\n", me, s, terse_strerror(st), d ? d : "");
+                fmnist_report(comm, "fmnist_train", s, st);
                 return 1;
             }
             for (size_t i = 0; i < P; i++)
@@ -169,19 +167,14 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
         }
     }
     /* replicas must be bit-identical */
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < P * 4; i++)
-        h = (h ^ ((unsigned char *)x)[i]) * 1099511628211ull;
-    int64_t hv = (int64_t)h, hmin, hmax;
-    terse_allreduce(comm, &hv, &hmin, 1, TERSE_INT64, TERSE_MIN);
-    terse_allreduce(comm, &hv, &hmax, 1, TERSE_INT64, TERSE_MAX);
+    int same = fmnist_replicas_identical(comm, x, P);
     if (me == 0)
-        printf("# replicas %s\n", hmin == hmax ? "bit-identical on every rank" : "DIFFER");
+        printf("# replicas %s\n", same ? "bit-identical on every rank" : "DIFFER");
     terse_compressed_destroy(cz);
     terse_comm_destroy(comm);
     free(x), free(y), free(g), free(mom), free(u), free(delta), free(scratch), free(order), free(tidx);
     fmnist_free(&train), fmnist_free(&test);
-    return hmin == hmax ? 0 : 1;
+    return same ? 0 : 1;
 }
 
 int main(int argc, char **argv)

@@ -168,26 +168,21 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
     terse_comm_stats(comm, &c1);
     uint64_t bytes = c1.bytes_sent - c0.bytes_sent, ball;
     terse_allreduce(comm, &bytes, &ball, 1, TERSE_INT64, TERSE_SUM);
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < P * 4; i++)
-        h = (h ^ ((unsigned char *)x)[i]) * 1099511628211ull;
-    int64_t hv = (int64_t)h, hmin, hmax;
-    terse_allreduce(comm, &hv, &hmin, 1, TERSE_INT64, TERSE_MIN);
-    terse_allreduce(comm, &hv, &hmax, 1, TERSE_INT64, TERSE_MAX);
+    int same = fmnist_replicas_identical(comm, x, P);
     if (me == 0) {
         printf("RESULT method=%s c=%g seed=%llu final_acc=%.4f last_epoch_acc=%.4f uploads=%llu uploads_to_target=%lld target=%.3f "
                "skipped_last_epoch=%.3f bytes_per_rank=%llu train_time=%.1f replicas=%s\n", o->method, o->c,
                (unsigned long long)o->seed, acc, last_n ? last_sum / last_n : acc,
                (unsigned long long)uploads, reached ? (long long)uploads_at_target : -1LL, o->target,
                (double)last_epoch_skips / ((double)steps * n), (unsigned long long)(ball / (uint64_t)n), t_train,
-               hmin == hmax ? "identical" : "DIFFER");
+               same ? "identical" : "DIFFER");
         fflush(stdout);
     }
     terse_sasg_destroy(sg);
     terse_comm_destroy(comm);
     free(x), free(g), free(gs), free(u), free(upd), free(scratch), free(order);
     fmnist_free(&train), fmnist_free(&test);
-    return hmin == hmax ? 0 : 1;
+    return same ? 0 : 1;
 }
 
 int main(int argc, char **argv)

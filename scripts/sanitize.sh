@@ -6,7 +6,7 @@
 #                                        ("test_unit test_codec test_wire test_sparse test_compressed";
 #                                        test_coll takes about half an hour)
 #   KIND=thread sh scripts/sanitize.sh   ThreadSanitizer over the progress thread: SUITES
-#                                        ("test_progress test_compressed test_sparse"), run with
+#                                        ("test_progress test_compressed test_sparse test_partial"), run with
 #                                        TERSE_PROGRESS_THREAD=1
 #   SANITIZE_DIR                         scratch directory (/tmp/terse-sanitize-KIND)
 set -eu
@@ -16,7 +16,7 @@ dir=${SANITIZE_DIR:-/tmp/terse-sanitize-$KIND}
 case $KIND in
 address) SUITES=${SUITES:-test_unit test_codec test_wire test_sparse test_compressed}
          pattern="ERROR: (Address|Leak)Sanitizer|runtime error:" ;;
-thread)  SUITES=${SUITES:-test_progress test_compressed test_sparse}
+thread)  SUITES=${SUITES:-test_progress test_compressed test_sparse test_partial}
          pattern="WARNING: ThreadSanitizer"
          export TERSE_PROGRESS_THREAD=1 ;;
 *) echo "sanitize: KIND is address or thread" >&2; exit 2 ;;
