@@ -93,6 +93,7 @@ struct terse_request {
     int *local_idx, nlocal, local_cur;
     int *peers, npeers; /* communicator ranks this request talks to */
     void *call_arg;     /* for the CALL ops and on_done */
+    uint64_t tag;       /* the builder's own (a partial step's number) */
     terse_request_t **owner; /* a handle's in-flight slot: cleared when the caller reaps this
                                 request (wait, a test that sees it done, free), so the handle
                                 stays busy until then whoever drove it to its end */

@@ -24,7 +24,7 @@ static terse_partial_t *handle_of(terse_request_t *req) { return req->call_arg; 
 static partial_slot_t *slot_of(terse_request_t *req)
 {
     terse_partial_t *h = handle_of(req);
-    return partial_slot(h, req->count);
+    return partial_slot(h, req->tag);
 }
 
 static void slot_end(partial_slot_t *s, terse_status_t st)
@@ -88,7 +88,7 @@ static terse_status_t sum_codes(terse_partial_t *h, partial_slot_t *s)
 static terse_status_t r2_done(terse_request_t *req, void *arg, terse_status_t st)
 {
     terse_partial_t *h = arg;
-    partial_slot_t *s = partial_slot(h, req->count);
+    partial_slot_t *s = partial_slot(h, req->tag);
     s->r2 = NULL;
     if (st == TERSE_OK)
         st = sum_codes(h, s);
@@ -110,7 +110,7 @@ static terse_status_t submit_data(terse_partial_t *h, partial_slot_t *s)
 {
     const uint64_t *set = (const uint64_t *)((partial_decide_t *)s->decision + 1);
     terse_request_t *req;
-    terse_status_t st = terse__sched_new(h->comm, TERSE_COLL_PARTIAL, TERSE_FLOAT32, h->p.op, -1, s->step,
+    terse_status_t st = terse__sched_new(h->comm, TERSE_COLL_PARTIAL, TERSE_FLOAT32, h->p.op, -1, h->count,
                                          h->sig ^ 0x5232u, &req);
     if (st != TERSE_OK)
         return st;
@@ -130,6 +130,7 @@ static terse_status_t submit_data(terse_partial_t *h, partial_slot_t *s)
         return TERSE_ERR_NO_MEMORY;
     }
     req->call_arg = h;
+    req->tag = s->step;
     req->varlen_alloc = code_at;
     req->varlen_arg = req;
     req->on_done = r2_done;
@@ -269,7 +270,7 @@ static void r1_recv(terse_request_t *req, int peer, int idx)
 static terse_status_t r1_done(terse_request_t *req, void *arg, terse_status_t st)
 {
     terse_partial_t *h = arg;
-    partial_slot_t *s = partial_slot(h, req->count);
+    partial_slot_t *s = partial_slot(h, req->tag);
     s->r1 = NULL;
     s->r1_ended = 1;
     if (st != TERSE_OK)
@@ -283,7 +284,7 @@ static terse_status_t submit_agreement(terse_partial_t *h, partial_slot_t *s)
 {
     terse_request_t *req;
     terse_status_t st = terse__sched_new(h->comm, TERSE_COLL_PARTIAL, TERSE_FLOAT32, h->p.op, PARTIAL_COORD,
-                                         s->step, h->sig, &req);
+                                         h->count, h->sig, &req);
     if (st != TERSE_OK)
         return st;
     int rc = 0;
@@ -309,6 +310,7 @@ static terse_status_t submit_agreement(terse_partial_t *h, partial_slot_t *s)
         return TERSE_ERR_NO_MEMORY;
     }
     req->call_arg = h;
+    req->tag = s->step;
     req->on_recv = r1_recv;
     req->on_done = r1_done;
     req->patient = 1; /* until someone arrives: the callers may compute for long */
