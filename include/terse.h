@@ -872,6 +872,74 @@ TERSE_API int terse_partial_behind(terse_partial_t *p);
 /** Copy the residual (count floats) into out. */
 TERSE_API terse_status_t terse_partial_residual(const terse_partial_t *p, float *out);
 
+/*
+ * AdaCons (Choukroun, Azoulay, Kisilev: adaptive consensus gradient
+ * aggregation): instead of the mean, the direction G = sum_i alpha_i g_i /
+ * ||g_i||, persistent over a tensor of `count` float32 values. Per step:
+ * S = allreduce(g); a_i = <S/N, g_i> / (||g_i|| + eps); allgather the N a_i;
+ * subspace momentum on the sorted coefficients (mu = sorted(a) at the first
+ * step, then mu <- beta mu + (1 - beta) sorted(a)); the rank whose a is the
+ * r-th smallest (ties: lower rank first) gets mu[r]; alpha <- alpha / sum;
+ * G = allreduce(g_i alpha_i / ||g_i||). When sum alpha <= eps or an alpha is
+ * negative the step falls back to the plain mean S / N (stats say so).
+ * ||G|| <= 1: rescale = 1 multiplies G by the mean ||g_i|| for plain SGD.
+ * Everything is bit-identical on every rank (the coefficients are computed
+ * once and allgathered; the momentum is a function of them).
+ *
+ * Either allreduce may go through a compressed allreduce (codec_sum,
+ * codec_combine: a codec name of the compressed allreduce; NULL or "fp32":
+ * dense), each with its own error-feedback state. Unbiased: a dense first
+ * allreduce with an unbiased codec (cnat8, natdither, sign1, qsgd) without
+ * error feedback on the second - E[G] is then the dense G, since alpha
+ * depends on the first only. A compressed first allreduce makes alpha a
+ * nonlinear function of a noisy sum: biased, as is sign (biased codec; error
+ * feedback corrects it over steps, not per step). tests/test_adacons checks
+ * the unbiased case statistically.
+ */
+typedef struct terse_adacons terse_adacons_t;
+
+typedef struct terse_adacons_params {
+    size_t struct_size;        /* set by terse_adacons_params_init (the struct can grow) */
+    double beta;               /* subspace momentum in [0, 1) (default 0.99; 0: none) */
+    double eps;                /* default 1e-8 */
+    int rescale;               /* 1: G *= mean ||g_i|| */
+    const char *codec_sum;     /* the allreduce of the gradients: NULL/"fp32" dense */
+    const char *codec_combine; /* the allreduce of the scaled gradients */
+    int error_feedback;        /* of the compressed allreduces: 0 their default, 1 on, -1 off */
+    uint64_t seed;             /* their random streams */
+} terse_adacons_params_t;
+
+TERSE_API void terse_adacons_params_init(terse_adacons_params_t *params);
+/** Local: ranks must pass the same count and parameters (checked at the
+ * first step: TERSE_ERR_MISMATCH on every rank). */
+TERSE_API terse_status_t terse_adacons_create(terse_comm_t *comm, size_t count, const terse_adacons_params_t *params,
+                                              terse_adacons_t **out);
+TERSE_API void terse_adacons_destroy(terse_adacons_t *a);
+/** One step: out (count floats, may equal g) = G. Collective; blocking. A
+ * non-finite g on any rank is TERSE_ERR_INVALID_ARG on every rank with the
+ * communicator and the momentum as they were. */
+TERSE_API terse_status_t terse_adacons_step(terse_adacons_t *a, const float *g, float *out);
+/** The same, non-blocking (dense allreduces only: TERSE_ERR_UNSUPPORTED with
+ * codecs): one request whose three exchanges chain in the executor; g and
+ * out stay the caller's business until it completes; one step in flight
+ * (TERSE_ERR_BUSY). */
+TERSE_API terse_status_t terse_adacons_step_start(terse_adacons_t *a, const float *g, float *out,
+                                                  terse_request_t **req);
+
+typedef struct terse_adacons_stats {
+    uint64_t steps, fallbacks;  /* completed steps, and those that took the mean */
+    int fallback;               /* the last step did */
+    double mean_norm;           /* mean ||g_i|| of the last step */
+    const double *coef;         /* [n] a_i of the last step (valid until the next) */
+    const double *alpha;        /* [n] alpha_i of the last step after normalisation */
+} terse_adacons_stats_t;
+
+TERSE_API terse_status_t terse_adacons_stats(const terse_adacons_t *a, terse_adacons_stats_t *stats);
+/** Checkpoint of the momentum, counters and the compressed allreduces' state. */
+TERSE_API size_t terse_adacons_state_size(const terse_adacons_t *a);
+TERSE_API terse_status_t terse_adacons_save(const terse_adacons_t *a, void *buf, size_t len);
+TERSE_API terse_status_t terse_adacons_load(terse_adacons_t *a, const void *buf, size_t len);
+
 /**
  * Print every configuration variable with its default, current value and
  * help text to the given FILE* (stdout if NULL).

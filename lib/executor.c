@@ -18,11 +18,11 @@
 static const char *coll_names[] = {"?",          "allreduce", "reduce_scatter", "allgather",
                                    "allgatherv", "broadcast", "barrier",        "compressed",
                                    "shrink agreement", "alltoall", "alltoallv", "reduce",
-                                   "partial allreduce"};
+                                   "partial allreduce", "adacons"};
 
 static const char *coll_name(int coll)
 {
-    return coll >= 1 && coll <= TERSE_COLL_PARTIAL ? coll_names[coll] : "?";
+    return coll >= 1 && coll <= TERSE_COLL_ADACONS ? coll_names[coll] : "?";
 }
 
 static inline int deps_done(const terse_request_t *req, const terse_sched_op_t *o)

@@ -43,7 +43,8 @@ typedef enum {
     TERSE_COLL_ALLTOALL,
     TERSE_COLL_ALLTOALLV,
     TERSE_COLL_REDUCE,
-    TERSE_COLL_PARTIAL     /* a round of a partial collective (agreement or data) */
+    TERSE_COLL_PARTIAL,    /* a round of a partial collective (agreement or data) */
+    TERSE_COLL_ADACONS     /* an AdaCons step (allreduce, allgather, allreduce) */
 } terse_coll_t;
 
 typedef struct terse_request terse_request_t;
