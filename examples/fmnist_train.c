@@ -14,6 +14,9 @@
  *   sign-sa     scaled sign + step-ahead + error averaging every H steps
  *   topk-ef     top-k (ratio -k, default 1%) + error feedback
  *   topk-sa     top-k + step-ahead + error averaging
+ *   adacons     AdaCons (terse_adacons, rescaled by the mean gradient norm) of the
+ *               gradients, then the same momentum and lr applied to the aggregate
+ *   adacons-cnat  the same with C_nat on its second allreduce (unbiased)
  * Every rank holds the same model; it checks at the end that all replicas are
  * bit-identical. Rank 0 prints one RESULT line per epoch.
  */
@@ -87,7 +90,18 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
 
     int full = !strcmp(o->method, "full"), step_ahead = 0;
     terse_compressed_t *cz = NULL;
-    if (!full) {
+    terse_adacons_t *ad = NULL;
+    if (!strncmp(o->method, "adacons", 7)) {
+        terse_adacons_params_t ap;
+        terse_adacons_params_init(&ap);
+        ap.rescale = 1, ap.seed = o->seed;
+        if (!strcmp(o->method, "adacons-cnat"))
+            ap.codec_combine = "cnat8", ap.error_feedback = -1;
+        else if (strcmp(o->method, "adacons"))
+            return fprintf(stderr, "fmnist_train: unknown method %s\n", o->method), 1;
+        if ((st = terse_adacons_create(comm, P, &ap, &ad)) != TERSE_OK)
+            return fprintf(stderr, "fmnist_train: adacons: %s\n", terse_strerror(st)), 1;
+    } else if (!full) {
         terse_compressed_params_t zp;
         if (method_params(o, &zp, &step_ahead)) {
             fprintf(stderr, "fmnist_train: unknown method %s\n", o->method);
@@ -129,6 +143,17 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
                 at = y;
             }
             loss += model_run(&m, at, g, &train, order + (size_t)s * B, B, scratch, &correct_train);
+            if (ad) { /* aggregate the gradients; momentum on the aggregate (the same everywhere) */
+                if ((st = terse_adacons_step(ad, g, u)) != TERSE_OK) {
+                    fmnist_report(comm, "fmnist_train", s, st);
+                    return 1;
+                }
+                for (size_t i = 0; i < P; i++) {
+                    mom[i] = (float)o->momentum * mom[i] + u[i];
+                    x[i] -= (float)o->lr * mom[i];
+                }
+                continue;
+            }
             for (size_t i = 0; i < P; i++) {
                 mom[i] = (float)o->momentum * mom[i] + g[i];
                 u[i] = (float)o->lr * mom[i];
@@ -171,6 +196,7 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
     if (me == 0)
         printf("# replicas %s\n", same ? "bit-identical on every rank" : "DIFFER");
     terse_compressed_destroy(cz);
+    terse_adacons_destroy(ad);
     terse_comm_destroy(comm);
     free(x), free(y), free(g), free(mom), free(u), free(delta), free(scratch), free(order), free(tidx);
     fmnist_free(&train), fmnist_free(&test);

@@ -10,12 +10,12 @@
  *                sends c_i = sum_j B_ij g_j, the first n - s decode the full sum
  *   gc-1bit      the same with c_i sent as sign1
  *   majority     fp32, eager-SGD's majority partial allreduce
- * Stragglers (straggler.h) take -F times their compute; compute is the real
+ * Stragglers (straggler.h) take -F times their compute plus -W ms; compute is the real
  * gradient plus an emulated -C ms per partition gradient (these models take
  * microseconds, a real network's backward pass does not).
  *
  *   gc_train [-n ranks] [-M method] [-s stragglers tolerated] [-S none|fixed:K|random:K]
- *            [-F factor] [-C ms] [-m softmax|mlp] [-T steps] [-B batch per partition]
+ *            [-F factor] [-W extra ms] [-C ms] [-m softmax|mlp] [-T steps] [-B batch per partition]
  *            [-l lr] [-E eval period] [-k bucket] [-x cyclic|fractional (default: fractional if s+1 | n)]
  *            [-r seed] [-d dir]
  *
@@ -38,7 +38,7 @@
 typedef struct {
     const char *method, *data, *model, *spec, *scheme;
     int nranks, s, steps, batch, eval_every;
-    double factor, compute_ms, lr;
+    double factor, delay_ms, compute_ms, lr;
     size_t bucket;
     uint64_t seed;
 } opts_t;
@@ -85,7 +85,7 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
     const opts_t *o = arg;
     method_t mt;
     straggler_t sl;
-    if (method_of(o->method, &mt) || straggler_parse(o->spec, o->factor, o->seed, &sl)) {
+    if (method_of(o->method, &mt) || straggler_parse(o->spec, o->factor, o->delay_ms * 1e-3, o->seed, &sl)) {
         fprintf(stderr, "gc_train: unknown method %s or bad straggler spec %s\n", o->method, o->spec);
         return 1;
     }
@@ -161,7 +161,7 @@ static int body(const terse_launch_ctx_t *ctx, void *arg)
         double compute = terse_launch_now() - t0;
         if (straggler_is_slow(&sl, me, n, (uint64_t)t)) {
             int decided; /* slow: (factor - 1) x longer, unless the step is decided without us */
-            terse_partial_wait_decision(p, (sl.factor - 1) * compute, &decided);
+            terse_partial_wait_decision(p, straggler_extra(&sl, compute), &decided);
         }
         terse_partial_info_t info;
         st = terse_partial_allreduce(p, c, out, &info);
@@ -216,13 +216,14 @@ int main(int argc, char **argv)
                 .nranks = 6, .s = 1, .steps = 600, .batch = 16, .eval_every = 50, .factor = 3, .compute_ms = 4,
                 .lr = 0.05, .bucket = 512, .seed = 1};
     int ch;
-    while ((ch = getopt(argc, argv, "n:M:s:S:F:C:m:T:B:l:E:k:x:r:d:")) != -1) {
+    while ((ch = getopt(argc, argv, "n:M:s:S:F:W:C:m:T:B:l:E:k:x:r:d:")) != -1) {
         switch (ch) {
         case 'n': o.nranks = atoi(optarg); break;
         case 'M': o.method = optarg; break;
         case 's': o.s = atoi(optarg); break;
         case 'S': o.spec = optarg; break;
         case 'F': o.factor = atof(optarg); break;
+        case 'W': o.delay_ms = atof(optarg); break;
         case 'C': o.compute_ms = atof(optarg); break;
         case 'm': o.model = optarg; break;
         case 'T': o.steps = atoi(optarg); break;
@@ -235,7 +236,7 @@ int main(int argc, char **argv)
         case 'd': o.data = optarg; break;
         default:
             fprintf(stderr, "usage: gc_train [-n ranks] [-M full|onebit|onebit-drop|gc|gc-1bit|majority] [-s s] "
-                            "[-S none|fixed:K|random:K] [-F factor] [-C ms] [-m softmax|mlp] [-T steps] [-B batch] "
+                            "[-S none|fixed:K|random:K] [-F factor] [-W extra ms] [-C ms] [-m softmax|mlp] [-T steps] [-B batch] "
                             "[-l lr] [-E eval period] [-k bucket] [-x cyclic|fractional] [-r seed] [-d dir]\n");
             return 2;
         }

@@ -4,7 +4,8 @@
  *
  * A spec is "none", "fixed:K" (the last K ranks are slow at every step) or
  * "random:K" (K ranks drawn per step from a seed every rank shares, so all
- * agree who is slow). A slow rank takes `factor` times its compute time;
+ * agree who is slow). A slow rank takes `factor` times its compute time plus
+ * `delay` seconds (straggler_extra);
  * the extra time is spent in terse_partial_wait_decision, so a rank the
  * step no longer needs stops early - as a real straggler that checks for
  * cancellation between layers would.
@@ -20,15 +21,21 @@
 typedef struct {
     int random; /* 0: fixed set */
     int k;      /* slow ranks per step */
-    double factor;
+    double factor, delay;
     uint64_t seed;
 } straggler_t;
 
+/* The extra time a slow rank takes after computing for `compute` seconds. */
+static inline double straggler_extra(const straggler_t *s, double compute)
+{
+    return (s->factor - 1) * compute + s->delay;
+}
+
 /* 0, or -1 for a malformed spec. */
-static inline int straggler_parse(const char *spec, double factor, uint64_t seed, straggler_t *s)
+static inline int straggler_parse(const char *spec, double factor, double delay, uint64_t seed, straggler_t *s)
 {
     memset(s, 0, sizeof(*s));
-    s->factor = factor, s->seed = seed;
+    s->factor = factor, s->delay = delay, s->seed = seed;
     if (!spec || !strcmp(spec, "none"))
         return 0;
     char *end;
@@ -38,7 +45,7 @@ static inline int straggler_parse(const char *spec, double factor, uint64_t seed
         s->random = 1, s->k = (int)strtol(spec + 7, &end, 10);
     else
         return -1;
-    return *end || s->k < 0 || !(factor >= 1) ? -1 : 0;
+    return *end || s->k < 0 || !(factor >= 1) || !(delay >= 0) ? -1 : 0;
 }
 
 static inline uint64_t straggler_mix(uint64_t z)

@@ -22,7 +22,7 @@ log=$(mktemp)
 keep=$(mktemp)
 trap 'rm -f "$log" "$keep"' EXIT
 # the SASG and gradient-coding sections (sasg_results.sh, gc_results.sh) survive a rerun of this one
-[ -f "$out" ] && sed -n '/<!-- sasg:begin -->/,/<!-- sasg:end -->/p; /<!-- gc:begin -->/,/<!-- gc:end -->/p' "$out" >"$keep"
+[ -f "$out" ] && sed -n '/<!-- sasg:begin -->/,/<!-- sasg:end -->/p; /<!-- gc:begin -->/,/<!-- gc:end -->/p; /<!-- adacons:begin -->/,/<!-- adacons:end -->/p' "$out" >"$keep"
 for model in $MODELS; do
     for method in $METHODS; do
         for seed in $SEEDS; do
