@@ -166,13 +166,16 @@ static void local_coefficient(terse_adacons_t *h)
     me->sig = h->sig;
 }
 
-static const terse_adacons_t *sort_h; /* qsort has no argument: under the context lock */
-
-static int by_coef(const void *x, const void *y)
+/* order[] = ranks by ascending a, ties in rank order: an insertion sort
+ * (stable, no shared comparator state; n is the rank count). */
+static void sort_ranks(terse_adacons_t *h)
 {
-    int i = *(const int *)x, j = *(const int *)y;
-    double a = sort_h->gather[i].a, b = sort_h->gather[j].a;
-    return a < b ? -1 : a > b ? 1 : (i > j) - (i < j); /* ties: rank order */
+    for (int x = 1; x < h->n; x++) {
+        int v = h->order[x], y = x;
+        for (; y > 0 && h->gather[h->order[y - 1]].a > h->gather[v].a; y--)
+            h->order[y] = h->order[y - 1];
+        h->order[y] = v;
+    }
 }
 
 /* The weights from the gathered coefficients; the scaled gradient. Returns
@@ -198,8 +201,7 @@ static terse_status_t weights(terse_adacons_t *h)
         memset(h->scaled, 0, sizeof(float) * h->count);
         return TERSE_OK;
     }
-    sort_h = h;
-    qsort(h->order, (size_t)n, sizeof(int), by_coef);
+    sort_ranks(h);
     /* mu over sorted positions; rank order[k] has the k-th smallest a and gets mu[k] */
     double sum = 0;
     int negative = 0;

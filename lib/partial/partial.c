@@ -288,10 +288,7 @@ terse_status_t terse_partial_allreduce(terse_partial_t *h, const float *sendbuf,
     const partial_decide_t *d = (const partial_decide_t *)s->decision;
     const uint64_t *set = (const uint64_t *)(d + 1);
     int included = partial_in(set, h->r);
-    settle_residual(h, late ? NULL : sendbuf, included);
-    if (late && h->p.fold_late && sendbuf)
-        for (size_t i = 0; i < h->count; i++)
-            h->e[i] += sendbuf[i];
+    settle_residual(h, sendbuf, included); /* a late contribution is one left out */
     if (h->count)
         memcpy(recvbuf, s->result, sizeof(float) * h->count);
     if (info) {
