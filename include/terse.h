@@ -940,6 +940,48 @@ TERSE_API size_t terse_adacons_state_size(const terse_adacons_t *a);
 TERSE_API terse_status_t terse_adacons_save(const terse_adacons_t *a, void *buf, size_t len);
 TERSE_API terse_status_t terse_adacons_load(terse_adacons_t *a, const void *buf, size_t len);
 
+/*
+ * Error-bounded allreduce (sum) for scientific data, float32 or float64.
+ *
+ * Every element of the result differs from the exact sum of the ranks'
+ * inputs by at most the bound: TERSE_EB_ABS bounds it by `bound`,
+ * TERSE_EB_REL by bound x (max - min) of all ranks' inputs. Each rank
+ * quantises its input on a grid shared by all ranks (step a power of two,
+ * chosen so that n x step/2 plus the rounding of the output format stays
+ * within the bound), the integer codes are delta-coded and bit-packed per
+ * block of 256 and summed exactly as integers (reduce-scatter to the block
+ * owners, allgather of the packed sums): the only error is the first
+ * quantisation, whatever the rank count or path (docs/design.md,
+ * "Error-bounded allreduce", has the proof). The result is bit-identical
+ * on every rank.
+ *
+ * Refusals, the same on every rank (recvbuf untouched, comm usable):
+ * TERSE_ERR_INVALID_ARG for a bad mode/bound/dtype or a NaN or infinity in
+ * any rank's input; TERSE_ERR_MISMATCH when ranks pass different counts,
+ * dtypes, modes or bounds; TERSE_ERR_UNSUPPORTED when the bound cannot be
+ * guaranteed - a relative bound over a constant field (range 0), or a bound
+ * below what the output format resolves at the result's magnitude - so the
+ * caller runs an exact allreduce instead.
+ */
+typedef enum terse_eb_mode {
+    TERSE_EB_ABS = 1, /* |result - exact| <= bound */
+    TERSE_EB_REL = 2  /* |result - exact| <= bound x (max - min of every rank's input) */
+} terse_eb_mode_t;
+
+typedef struct terse_eb_info {
+    double bound;      /* the absolute bound guaranteed (the relative one resolved) */
+    double step;       /* the quantisation grid step */
+    double max_error;  /* an upper bound of the error achieved: the ranks' largest
+                        * quantisation errors summed, plus the output rounding (<= bound) */
+    double ratio;      /* this rank's input bytes / its packed code bytes */
+    size_t bytes_sent; /* what this rank sent (both phases, sizes included) */
+} terse_eb_info_t;
+
+/** info may be NULL. Blocking; collective over comm like terse_allreduce. */
+TERSE_API terse_status_t terse_eb_allreduce(terse_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                            size_t count, terse_dtype_t dtype, terse_eb_mode_t mode,
+                                            double bound, terse_eb_info_t *info);
+
 /**
  * Print every configuration variable with its default, current value and
  * help text to the given FILE* (stdout if NULL).
