@@ -211,8 +211,9 @@ void terse__config_load(terse_config_t *cfg)
         for (size_t i = 0; i < NROWS && !known; i++)
             known = strlen(terse_config_table[i].name) == n &&
                     strncmp(terse_config_table[i].name, *e, n) == 0;
-        /* Test and launcher helpers use TERSE_TEST_* and are not library knobs. */
-        if (!known && strncmp(*e, "TERSE_TEST_", 11) != 0)
+        /* Test and launcher helpers use TERSE_TEST_*, libterse_pmpi reads its own
+         * TERSE_PMPI* (README, "Use it from an MPI code"): not knobs of this table. */
+        if (!known && strncmp(*e, "TERSE_TEST_", 11) != 0 && strncmp(*e, "TERSE_PMPI", 10) != 0)
             TERSE_WARN(INIT, "unknown variable %.*s (see terse_perf --config)", (int)n, *e);
     }
 }

@@ -74,6 +74,7 @@ typedef struct {
     terse_comm_t *world;
     int world_rank;
     int keyval;
+    int unnamed;                 /* communicators without a name met so far */
     pmpi_comm_t *entries;        /* every entry ever made (stats at finalize) */
     MPI_Comm last_mpi;           /* one-entry lookup cache */
     pmpi_comm_t *last;

@@ -32,7 +32,7 @@ static pmpi_comm_t *entry_new(MPI_Comm comm)
     int len = 0;
     PMPI_Comm_get_name(comm, e->name, &len);
     if (!len)
-        snprintf(e->name, sizeof(e->name), "comm %d", (int)PMPI_Comm_c2f(comm));
+        snprintf(e->name, sizeof(e->name), "communicator #%d", ++g->unnamed); /* in the order first used */
     if (PMPI_Comm_set_attr(comm, g->keyval, e) != MPI_SUCCESS) {
         free(e);
         return NULL;

@@ -7,14 +7,37 @@
  * is the sentinel. A call terse does not take goes to the MPI's own Fortran
  * function (the next definition, found with dlsym(RTLD_NEXT)), so its
  * semantics are untouched. MPICH's Fortran bindings call the C MPI_* names,
- * which the C interposers already catch: this file is empty there.
+ * which the C interposers already catch - except the mpi_f08 module's
+ * MPI_Init, MPI_Init_thread and MPI_Finalize, which call PMPI_*: those three
+ * are wrapped at the end.
  */
 #include "pmpi.h"
 
-#if defined(OPEN_MPI) && OPEN_MPI
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+static void *next_fn(const char *name)
+{
+    void *f = dlsym(RTLD_NEXT, name);
+    if (!f) {
+        fprintf(stderr, "terse-pmpi: the MPI's Fortran %s is missing (%s); link the MPI's Fortran library\n", name,
+                dlerror());
+        abort();
+    }
+    return f;
+}
+
+#define NEXT(type, name)                              \
+    static type real_;                                \
+    if (!real_)                                       \
+        real_ = (type)next_fn(name)
+
+typedef void (*init_f_t)(MPI_Fint *);
+typedef void (*init_thread_f_t)(MPI_Fint *, MPI_Fint *, MPI_Fint *);
+typedef void (*finalize_f_t)(MPI_Fint *);
+
+#if defined(OPEN_MPI) && OPEN_MPI
 
 /* Open MPI's Fortran sentinels (only one spelling is defined per build). */
 extern int mpi_fortran_in_place_ __attribute__((weak));
@@ -38,21 +61,6 @@ static int f_bottom(const void *p)
                  p == &MPI_FORTRAN_BOTTOM);
 }
 
-static void *next_fn(const char *name)
-{
-    void *f = dlsym(RTLD_NEXT, name);
-    if (!f) {
-        fprintf(stderr, "terse-pmpi: the MPI's Fortran %s is missing (%s); link libmpi_mpifh\n", name, dlerror());
-        abort();
-    }
-    return f;
-}
-
-#define NEXT(type, name)                              \
-    static type real_;                                \
-    if (!real_)                                       \
-        real_ = (type)next_fn(name)
-
 /* The four mpif.h spellings, all the wrapper. */
 #define F_ALIASES(lower, upper, wrapper, proto)                                           \
     void lower proto __attribute__((alias(#wrapper), visibility("default")));             \
@@ -60,9 +68,6 @@ static void *next_fn(const char *name)
     void lower##__ proto __attribute__((alias(#wrapper), visibility("default")));         \
     void upper proto __attribute__((alias(#wrapper), visibility("default")));
 
-typedef void (*init_f_t)(MPI_Fint *);
-typedef void (*init_thread_f_t)(MPI_Fint *, MPI_Fint *, MPI_Fint *);
-typedef void (*finalize_f_t)(MPI_Fint *);
 typedef void (*allreduce_f_t)(char *, char *, MPI_Fint *, MPI_Fint *, MPI_Fint *, MPI_Fint *, MPI_Fint *);
 typedef void (*rsb_f_t)(char *, char *, MPI_Fint *, MPI_Fint *, MPI_Fint *, MPI_Fint *, MPI_Fint *);
 typedef void (*allgather_f_t)(char *, MPI_Fint *, MPI_Fint *, char *, MPI_Fint *, MPI_Fint *, MPI_Fint *,
@@ -174,6 +179,36 @@ __attribute__((visibility("default"))) void ompi_barrier_f(MPI_Fint *comm, MPI_F
         *ierr = (MPI_Fint)rc;
 }
 F_ALIASES(mpi_barrier, MPI_BARRIER, ompi_barrier_f, (MPI_Fint *, MPI_Fint *))
-#else
-typedef int terse_pmpi_fortran_empty_t; /* ISO C: a translation unit is not empty */
+#else /* MPICH: the mpi_f08 module's start and end (ierror is optional: may be NULL) */
+TERSE_PMPI_EXPORT void mpi_init_f08_(MPI_Fint *ierr)
+{
+    NEXT(init_f_t, "mpi_init_f08_");
+    MPI_Fint rc = MPI_SUCCESS;
+    real_(&rc);
+    if (ierr)
+        *ierr = rc;
+    if (rc == MPI_SUCCESS) {
+        int provided = MPI_THREAD_SINGLE;
+        PMPI_Query_thread(&provided);
+        terse_pmpi__start(provided);
+    }
+}
+
+TERSE_PMPI_EXPORT void mpi_init_thread_f08_(MPI_Fint *required, MPI_Fint *provided, MPI_Fint *ierr)
+{
+    NEXT(init_thread_f_t, "mpi_init_thread_f08_");
+    MPI_Fint rc = MPI_SUCCESS;
+    real_(required, provided, &rc);
+    if (ierr)
+        *ierr = rc;
+    if (rc == MPI_SUCCESS)
+        terse_pmpi__start((int)*provided);
+}
+
+TERSE_PMPI_EXPORT void mpi_finalize_f08_(MPI_Fint *ierr)
+{
+    NEXT(finalize_f_t, "mpi_finalize_f08_");
+    terse_pmpi__stop();
+    real_(ierr);
+}
 #endif
