@@ -27,6 +27,7 @@
     X(DTYPE, "dtype", "datatype terse does not handle (derived, unsigned, pair)") \
     X(OP, "op", "operator terse does not have (user, logical, bitwise, *LOC)")  \
     X(COMM, "comm", "intercommunicator or ranks outside MPI_COMM_WORLD")        \
+    X(NODE, "one-node", "every rank on one host: the MPI's shared memory wins (TERSE_PMPI_NODE=1 takes them)") \
     X(THREADS, "threads", "MPI_THREAD_MULTIPLE: calls may be concurrent")       \
     X(OFF, "off", "terse not active (TERSE_PMPI=0 or its start-up failed)")     \
     X(ARGS, "args", "MPI_BOTTOM, differing send/receive types or odd bytes")     \
@@ -48,6 +49,7 @@ typedef struct pmpi_comm {
     MPI_Comm mpi;
     terse_comm_t *tc;            /* NULL until built, or when not eligible */
     int built, eligible, owned;  /* owned: tc is ours to destroy (not the world) */
+    terse_pmpi_reason_t why;     /* when not eligible */
     int rank, size;
     char name[MPI_MAX_OBJECT_NAME];
     terse_compress_spec_t cz;     /* compressed mode of this communicator */
@@ -67,6 +69,7 @@ typedef struct pmpi_comm {
 
 typedef struct {
     int started, active, thread_multiple;
+    int node;                    /* TERSE_PMPI_NODE: take calls on one-host communicators too */
     int stats;                   /* TERSE_PMPI_STATS: 1 every communicator's rank 0 prints, 2 every rank */
     unsigned colls;              /* TERSE_PMPI_COLLS */
     size_t threshold;            /* TERSE_PMPI_THRESHOLD bytes */

@@ -68,7 +68,7 @@ static pmpi_comm_t *eligible(MPI_Comm comm, size_t bytes)
         return NULL;
     pmpi_comm_t *e = terse_pmpi__comm(comm, 1);
     if (!e || !e->eligible) {
-        terse_pmpi__fell(comm, TERSE_PMPI_FELL_COMM, bytes);
+        terse_pmpi__fell(comm, e ? e->why : TERSE_PMPI_FELL_COMM, bytes);
         return NULL;
     }
     return e;

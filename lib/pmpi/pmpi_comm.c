@@ -47,6 +47,7 @@ static void entry_build(pmpi_comm_t *e)
 {
     pmpi_global_t *g = &terse_pmpi__g;
     e->built = 1;
+    e->why = TERSE_PMPI_FELL_COMM;
     int inter = 0;
     PMPI_Comm_test_inter(e->mpi, &inter);
     if (inter)
@@ -91,6 +92,14 @@ static void entry_build(pmpi_comm_t *e)
         memset(&e->cz, 0, sizeof(e->cz));
     }
     e->eligible = m[2] == 0;
+    /* Within one host the MPI moves data through shared memory, which terse's
+     * network transports do not beat (docs/performance.md): leave it those
+     * calls. Host identity is terse's (boot id + host name, or TERSE_HOST_ID),
+     * the same on every rank, so every rank decides alike. */
+    if (e->eligible && !g->node && terse_comm_node_count(e->tc) == 1) {
+        e->eligible = 0;
+        e->why = TERSE_PMPI_FELL_NODE;
+    }
     if (!e->eligible && e->owned) {
         terse_comm_destroy(e->tc);
         e->tc = NULL, e->owned = 0;

@@ -15,10 +15,10 @@
 
 pmpi_global_t terse_pmpi__g = {.last_mpi = MPI_COMM_NULL};
 
-/* Measured crossover with Open MPI's allreduce on this kind of machine
+/* Crossover with Open MPI's allreduce over TCP on this kind of machine
  * (docs/performance.md, "MPI interposition"): below it the MPI's own
  * algorithms win on latency. */
-#define DEFAULT_THRESHOLD ((size_t)256 << 10)
+#define DEFAULT_THRESHOLD ((size_t)64 << 10)
 
 static size_t env_size(const char *name, size_t dflt)
 {
@@ -80,6 +80,7 @@ static int config_agrees(void)
     h = fnv(&g->threshold, sizeof(g->threshold), h);
     h = fnv(&g->colls, sizeof(g->colls), h);
     h = fnv(&g->thread_multiple, sizeof(g->thread_multiple), h);
+    h = fnv(&g->node, sizeof(g->node), h);
     unsigned long long v[2] = {h, ~h}, m[2];
     if (PMPI_Allreduce(v, m, 2, MPI_UNSIGNED_LONG_LONG, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS)
         return 0;
@@ -120,6 +121,7 @@ void terse_pmpi__start(int provided)
     g->threshold = env_size("TERSE_PMPI_THRESHOLD", DEFAULT_THRESHOLD);
     g->colls = parse_colls(getenv("TERSE_PMPI_COLLS"));
     g->thread_multiple = provided == MPI_THREAD_MULTIPLE;
+    g->node = getenv("TERSE_PMPI_NODE") && atoi(getenv("TERSE_PMPI_NODE")) != 0;
     const char *cz = getenv("TERSE_PMPI_COMPRESS");
     if (cz && *cz && terse__compress_spec_parse(cz, &g->cz)) {
         if (g->world_rank == 0)

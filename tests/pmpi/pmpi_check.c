@@ -12,9 +12,11 @@
  *   pmpi_check eb      the error-bounded mode through the terse_compress hint
  *   pmpi_check kill    a rank dies before a large allreduce: the survivors'
  *                      error handler must fire (they print "error-handler: ...")
+ *   pmpi_check threads the exact checks after MPI_Init_thread(MPI_THREAD_MULTIPLE)
  *
  * PMPI_CHECK_EXPECT=taken asserts (through terse_pmpi_comm_stats, when the
- * library is there) that terse ran the large calls and left the others.
+ * library is there) that terse ran the large calls and left the others;
+ * PMPI_CHECK_EXPECT=untaken that it ran none (all left to the MPI).
  */
 #include <math.h>
 #include <mpi.h>
@@ -293,6 +295,12 @@ static void run_exact(void)
     check_movement(dup2, "dup-of-split");
     MPI_Comm_free(&dup2);
     int fell = check_fallthrough(MPI_COMM_WORLD);
+    if (terse_pmpi_comm_stats && expect && !strcmp(expect, "untaken")) {
+        terse_pmpi_comm_stats(MPI_COMM_WORLD, &s1);
+        CHECK(s1.taken == s0.taken, "terse took %llu calls", (unsigned long long)(s1.taken - s0.taken));
+        if (getenv("TERSE_PMPI_STATS"))
+            CHECK(s1.fell_through > s0.fell_through + 100, "fall-throughs not counted");
+    }
     if (terse_pmpi_comm_stats && expect && !strcmp(expect, "taken")) {
         terse_pmpi_comm_stats(MPI_COMM_WORLD, &s1);
         CHECK(s1.active, "terse is not active");
@@ -438,10 +446,14 @@ static void check_kill(void)
 
 int main(int argc, char **argv)
 {
-    MPI_Init(&argc, &argv);
+    const char *mode = argc > 1 ? argv[1] : "exact";
+    int provided;
+    if (!strcmp(mode, "threads"))
+        MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    else
+        MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    const char *mode = argc > 1 ? argv[1] : "exact";
     if (!strcmp(mode, "kill"))
         check_kill();
     else if (!strcmp(mode, "eb"))
