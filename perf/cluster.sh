@@ -43,36 +43,11 @@ sh scripts/build.sh >/dev/null
 W=$(mktemp -d /tmp/terse-cluster.XXXXXX)
 P="tcl$$"
 CORES=$(nproc)
-drop_ns() { for ns in $(ip netns list | awk '{print $1}' | grep "^$P-" || true); do ip netns del "$ns"; done; }
+. perf/cluster_ns.sh
 trap 'drop_ns; rm -rf "$W"' EXIT
 trap 'exit 130' INT TERM
 mpicc -O3 -o "$W/mpi_bench" perf/peers/mpi_allreduce_bench.c
 g++ -O3 -o "$W/gloo_bench" perf/peers/gloo_allreduce_bench.cc -lgloo -lpthread
-
-# n ranks at rate Gbit/s: namespaces $P-r0.. with 10.200.0.(r+1) on pe0,
-# the switch $P-sw with the bridge at 10.200.0.254.
-build_cluster() { # n rate
-    drop_ns
-    burst=128kb; [ "$2" -ge 10 ] && burst=256kb
-    ip netns add "$P-sw"
-    ip -n "$P-sw" link set lo up
-    ip -n "$P-sw" link add br0 type bridge
-    ip -n "$P-sw" addr add 10.200.0.254/24 dev br0
-    ip -n "$P-sw" link set br0 up
-    r=0
-    while [ "$r" -lt "$1" ]; do
-        ns="$P-r$r"
-        ip netns add "$ns"
-        ip -n "$ns" link set lo up
-        ip -n "$P-sw" link add "sp$r" type veth peer name pe0 netns "$ns"
-        ip -n "$P-sw" link set "sp$r" master br0 up
-        ip -n "$ns" addr add "10.200.0.$((r + 1))/24" dev pe0
-        ip -n "$ns" link set pe0 up
-        tc -n "$ns" qdisc add dev pe0 root tbf rate "${2}gbit" burst "$burst" latency 20ms
-        tc -n "$P-sw" qdisc add dev "sp$r" root tbf rate "${2}gbit" burst "$burst" latency 20ms
-        r=$((r + 1))
-    done
-}
 
 # Each runner prints "bytes time_us bytes_sent_per_rank" lines for rank 0
 # and fails on wrong results.
@@ -109,16 +84,9 @@ run_gloo() { # n
                          print $1, $3, 2 * (n - 1) / n * $1 }'
     wait
 }
-cat > "$W/in_ns.sh" <<EOF
-#!/bin/sh
-exec ip netns exec "$P-r\$OMPI_COMM_WORLD_RANK" "\$@"
-EOF
-chmod +x "$W/in_ns.sh"
+mpi_in_ns
 run_mpi() { # n
-    ip netns exec "$P-sw" env PMIX_MCA_ptl_tcp_if_include=10.200.0.0/24 \
-        mpirun --allow-run-as-root --oversubscribe --bind-to none -n "$1" \
-        --mca pml ob1 --mca btl self,tcp --mca btl_tcp_if_include 10.200.0.0/24 \
-        --mca oob_tcp_if_include 10.200.0.0/24 -x PMIX_MCA_ptl_tcp_if_include \
+    mpirun_cluster "$1" \
         "$W/in_ns.sh" "$W/mpi_bench" "$MINB" "$MAXB" 4 2>"$W/mpi.err" |
         awk -v n="$1" '{ if ($4 != 0) { print "mpi: wrong results" > "/dev/stderr"; exit 1 }
                          print $1, $3, 2 * (n - 1) / n * $1 }' || { cat "$W/mpi.err" >&2; return 1; }

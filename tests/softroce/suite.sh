@@ -6,7 +6,7 @@ export TERSE_TEST_TRANSPORTS=verbs
 # the guest is emulated: keep the edge cases, drop the largest sizes
 export TERSE_TEST_QUICK=${TERSE_TEST_QUICK:-1}
 status=0
-for t in tests/test_coll tests/test_compressed tests/test_sparse tests/test_fault tests/test_comm tests/test_plan tests/test_progress tests/test_partial tests/test_adacons; do
+for t in tests/test_coll tests/test_compressed tests/test_sparse tests/test_fault tests/test_comm tests/test_plan tests/test_progress tests/test_partial tests/test_adacons tests/test_ebound; do
     echo "===== $t over verbs"
     start=$(date +%s)
     timeout "${TERSE_SOFTROCE_SUITE_TIMEOUT:-1800}" "./$t"
