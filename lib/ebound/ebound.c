@@ -19,6 +19,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,6 +61,30 @@ static int local_range(const void *x, size_t count, terse_dtype_t dt, double *lo
     return finite;
 }
 
+/* Round to nearest (even) by the 1.5 x 2^52 trick: exact for |y| < 2^51,
+ * which grid_step guarantees, and a few times faster than rint(). */
+static inline double round_grid(double y)
+{
+    const double magic = 0x1.8p52;
+    return (y + magic) - magic;
+}
+
+/* One frame's codes; *err the largest |x - step q| so far. */
+#define QUANTISE(T)                                                             \
+    static void quantise_##T(const T *x, int m, double inv, double step, int64_t *q, double *err) \
+    {                                                                           \
+        double e = *err;                                                        \
+        for (int k = 0; k < m; k++) {                                           \
+            double v = (double)x[k], r = round_grid(v * inv);                   \
+            double d = fabs(v - r * step);                                      \
+            e = d > e ? d : e;                                                  \
+            q[k] = (int64_t)r;                                                  \
+        }                                                                       \
+        *err = e;                                                               \
+    }
+QUANTISE(float)
+QUANTISE(double)
+
 /* Quantise and pack len values; returns bytes (a multiple of 4), *maxerr the
  * largest |x - step q|. */
 static size_t quantise_pack(const void *x, size_t len, terse_dtype_t dt, double step, uint8_t *out,
@@ -70,13 +95,10 @@ static size_t quantise_pack(const void *x, size_t len, terse_dtype_t dt, double 
     uint8_t *p = out;
     for (size_t i = 0; i < len; i += TERSE_EB_FRAME) {
         int m = (int)(len - i < TERSE_EB_FRAME ? len - i : TERSE_EB_FRAME);
-        for (int k = 0; k < m; k++) {
-            double v = dt == TERSE_FLOAT32 ? (double)((const float *)x)[i + k] : ((const double *)x)[i + k];
-            double r = rint(v * inv);
-            double e = fabs(v - r * step);
-            err = e > err ? e : err;
-            q[k] = (int64_t)r;
-        }
+        if (dt == TERSE_FLOAT32)
+            quantise_float((const float *)x + i, m, inv, step, q, &err);
+        else
+            quantise_double((const double *)x + i, m, inv, step, q, &err);
         p += terse__eb_pack_frame(q, m, p);
     }
     while ((p - out) & 3)
@@ -85,12 +107,18 @@ static size_t quantise_pack(const void *x, size_t len, terse_dtype_t dt, double 
     return (size_t)(p - out);
 }
 
-static int unpack_add(const uint8_t *in, size_t bytes, size_t len, int64_t *acc)
+/* acc = (first ? 0 : acc) + the codes */
+static int unpack_add(const uint8_t *in, size_t bytes, size_t len, int64_t *acc, int first)
 {
     const uint8_t *p = in, *end = in + bytes;
     int64_t q[TERSE_EB_FRAME];
     for (size_t i = 0; i < len; i += TERSE_EB_FRAME) {
         int m = (int)(len - i < TERSE_EB_FRAME ? len - i : TERSE_EB_FRAME);
+        if (first) {
+            if (!(p = terse__eb_unpack_frame(p, end, m, acc + i)))
+                return 0;
+            continue;
+        }
         if (!(p = terse__eb_unpack_frame(p, end, m, q)))
             return 0;
         for (int k = 0; k < m; k++)
@@ -132,8 +160,9 @@ static double grid_step(double E, double maxabs, int n, terse_dtype_t dt, double
     double step = ldexp(1.0, e - 1);                  /* <= 2 (E - r) / n */
     while (step > 0 && n * step / 2 + r > E)
         step /= 2;
-    /* the integer sums must stay exact in a double (and the differences in 56 bits) */
-    if (step == 0 || M / step + n >= ldexp(1.0, 52))
+    /* the integer sums must stay exact in a double (and the differences in 56 bits);
+     * below 2^51 the rounding trick of round_grid is exact too */
+    if (step == 0 || M / step + n >= ldexp(1.0, 51))
         return 0;
     return step;
 }
@@ -154,9 +183,48 @@ typedef struct {
     int64_t *acc;
 } eb_bufs_t;
 
+/* The large buffers are kept per thread between calls: fresh pages of
+ * megabyte buffers cost as much to fault in as the coding itself. */
+enum { S_SCODES, S_RCODES, S_MINE, S_ALL, S_ACC, S_COUNT };
+typedef struct {
+    void *p[S_COUNT];
+    size_t cap[S_COUNT];
+} eb_scratch_t;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *arg)
+{
+    eb_scratch_t *s = arg;
+    for (int i = 0; i < S_COUNT; i++)
+        free(s->p[i]);
+    free(s);
+}
+
+static void scratch_init(void) { pthread_key_create(&scratch_key, scratch_free); }
+
+/* Buffer `which` of at least len bytes (contents not kept), or NULL. */
+static void *scratch(int which, size_t len)
+{
+    pthread_once(&scratch_once, scratch_init);
+    eb_scratch_t *s = pthread_getspecific(scratch_key);
+    if (!s) {
+        if (!(s = calloc(1, sizeof(*s))))
+            return NULL;
+        pthread_setspecific(scratch_key, s);
+    }
+    if (s->cap[which] < len) {
+        free(s->p[which]);
+        s->p[which] = malloc(len);
+        s->cap[which] = s->p[which] ? len : 0;
+    }
+    return s->p[which];
+}
+
 static void bufs_free(eb_bufs_t *b)
 {
-    free(b->off), free(b->ssz), free(b->scodes), free(b->rcodes), free(b->mine), free(b->all), free(b->acc);
+    free(b->off), free(b->ssz); /* the rest is scratch */
 }
 
 static int bufs_alloc(eb_bufs_t *b, size_t count, int n, int me)
@@ -173,9 +241,9 @@ static int bufs_alloc(eb_bufs_t *b, size_t count, int n, int me)
         block_of(count, n, j, &b->off[j], &b->len[j]);
         code += terse__eb_pack_bound(b->len[j]) + 4;
     }
-    b->scodes = malloc(code);
-    b->mine = malloc(terse__eb_pack_bound(b->len[me]) + 4);
-    b->acc = calloc(b->len[me] ? b->len[me] : 1, sizeof(int64_t));
+    b->scodes = scratch(S_SCODES, code);
+    b->mine = scratch(S_MINE, terse__eb_pack_bound(b->len[me]) + 4);
+    b->acc = scratch(S_ACC, (b->len[me] ? b->len[me] : 1) * sizeof(int64_t));
     return b->scodes && b->mine && b->acc;
 }
 
@@ -215,14 +283,14 @@ static terse_status_t exchange(terse_comm_t *comm, eb_bufs_t *b, const void *sen
         b->rwords[j] = (size_t)b->rsz[j] / 4;
         rtotal += b->rwords[j];
     }
-    b->rcodes = malloc(rtotal * 4 + 4);
+    b->rcodes = scratch(S_RCODES, rtotal * 4 + 4);
     if ((st = agree_alloc(comm, !b->rcodes)) != TERSE_OK ||
         (st = terse_alltoallv(comm, b->scodes, b->swords, b->sdisp, b->rcodes, b->rwords, b->rdisp,
                               TERSE_INT32)) != TERSE_OK)
         return st;
     int malformed = 0;
     for (int j = 0; j < n && !malformed; j++)
-        malformed = !unpack_add(b->rcodes + b->rdisp[j] * 4, b->rwords[j] * 4, b->len[me], b->acc);
+        malformed = !unpack_add(b->rcodes + b->rdisp[j] * 4, b->rwords[j] * 4, b->len[me], b->acc, j == 0);
     size_t mybytes = malformed ? 0 : pack_sums(b->acc, b->len[me], b->mine);
     /* (size, or -1 for codes that did not decode; largest quantisation error) */
     int64_t mine[2] = {malformed ? -1 : (int64_t)mybytes, 0};
@@ -242,7 +310,7 @@ static terse_status_t exchange(terse_comm_t *comm, eb_bufs_t *b, const void *sen
     }
     if (malformed)
         return TERSE_ERR_PROTOCOL; /* every rank saw the same -1 */
-    b->all = malloc(gtotal * 4 + 4);
+    b->all = scratch(S_ALL, gtotal * 4 + 4);
     if ((st = agree_alloc(comm, !b->all)) != TERSE_OK ||
         (st = terse_allgatherv(comm, b->mine, mybytes / 4, b->all, b->rwords, b->rdisp, TERSE_INT32)) != TERSE_OK)
         return st;

@@ -58,9 +58,12 @@ size_t terse__eb_pack_frame(const int64_t *v, int n, uint8_t *out)
         *p++ = (uint8_t)(z | 0x80);
     }
     bitw_t b = {p, 0, 0};
-    if (w)
+    if (w > 32)
         for (int i = 1; i < n; i++)
             put(&b, d[i], w);
+    else if (w) /* the common case: one shift and at most one store per value */
+        for (int i = 1; i < n; i++)
+            put32(&b, d[i], w);
     if (b.nb)
         put32(&b, 0, 32 - b.nb);
     return (size_t)(b.p - out);
@@ -109,10 +112,19 @@ const uint8_t *terse__eb_unpack_frame(const uint8_t *in, const uint8_t *end, int
     int64_t x = unzig(z);
     v[0] = x;
     bitr_t b = {in, 0, 0};
-    for (int i = 1; i < n; i++) {
-        uint64_t u = w > 32 ? get32(&b, 32) | (get32(&b, w - 32) << 32) : (w ? get32(&b, w) : 0);
-        x = (int64_t)((uint64_t)x + (uint64_t)unzig(u)); /* wraps on malformed input, never UB */
-        v[i] = x;
+    /* sums wrap on malformed input, never undefined behaviour */
+    if (w > 32) {
+        for (int i = 1; i < n; i++) {
+            uint64_t u = get32(&b, 32);
+            u |= get32(&b, w - 32) << 32;
+            v[i] = x = (int64_t)((uint64_t)x + (uint64_t)unzig(u));
+        }
+    } else if (w) {
+        for (int i = 1; i < n; i++)
+            v[i] = x = (int64_t)((uint64_t)x + (uint64_t)unzig(get32(&b, w)));
+    } else {
+        for (int i = 1; i < n; i++)
+            v[i] = x;
     }
     return in + words * 4;
 }
