@@ -12,20 +12,23 @@
 # cluster: smooth 3-D fields (float32, float64) and the Fashion-MNIST images
 # (real data), rel:1e-2 / 1e-4 / 1e-6 against the MPI and terse exact.
 #
-#   perf/pmpi.sh [-r REPS] [-l "1 10"] [-n 4] [-o docs/pmpi]
+#   perf/pmpi.sh [-r REPS] [-l "1 10"] [-n 4] [-b MIN] [-e MAX] [-o docs/pmpi]
 #   PARTS="overhead loopback loopback-tcp cluster eb" (default all)
+#   -b/-e narrow the float32 sweep (default 4 B and 256 MiB, cluster 64 MiB);
+#   RAW=FILE appends to an earlier run's raw lines (a part re-measured).
 #
 # Writes OUT.txt (medians, ranges, ratios), OUT.png and OUT_eb.png. Every run
 # checks its results (bench column "wrong"): a wrong element fails the script.
 # Needs root for the namespaces (the cluster parts are skipped otherwise).
 set -eu
 cd "$(dirname "$0")/.."
-REPS=3; RATES="1 10"; N=4; OUT=docs/pmpi
+REPS=3; RATES="1 10"; N=4; OUT=docs/pmpi; MINB=4; MAXB=268435456; CMAXB=67108864
 PARTS=${PARTS:-overhead loopback loopback-tcp cluster eb}
-while getopts "r:l:n:o:" opt; do
+while getopts "r:l:n:o:b:e:" opt; do
     case $opt in
     r) REPS=$OPTARG ;; l) RATES=$OPTARG ;; n) N=$OPTARG ;; o) OUT=$OPTARG ;;
-    *) sed -n 16,17p "$0" >&2; exit 2 ;;
+    b) MINB=$(numfmt --from=iec "$OPTARG") ;; e) MAXB=$(numfmt --from=iec "$OPTARG"); CMAXB=$MAXB ;;
+    *) sed -n 16,19p "$0" >&2; exit 2 ;;
     esac
 done
 has_part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
@@ -39,7 +42,7 @@ trap 'exit 130' INT TERM
 mpicc -O3 -Iinclude -o "$W/bench" perf/pmpi_bench.c -lz -lm
 PRE=$PWD/lib/.libs/libterse_pmpi.so
 [ -f "$PRE" ] || { echo "perf/pmpi.sh: $PRE not built (configure found no Open MPI)" >&2; exit 1; }
-: > "$W/raw"
+if [ -n "${RAW:-}" ]; then cp "$RAW" "$W/raw"; else : > "$W/raw"; fi
 
 # record SETTING SYSTEM REP: bench lines on stdin -> raw, failing on wrong results
 record() {
@@ -65,10 +68,11 @@ while [ "$rep" -le "$REPS" ]; do
         net=""; node=""
         [ "$setting" = loopback-tcp ] && net=$TCP node="-x TERSE_PMPI_NODE=1"
         for t in float double int; do
-            b=4; [ "$t" != float ] && b=1048576
+            b=$MINB; [ "$t" != float ] && b=1048576
+            [ "$b" -gt "$MAXB" ] && continue
             echo "$setting $t, repetition $rep/$REPS" >&2
-            $LOCAL -n "$N" $net "$W/bench" -t $t -b $b -e 268435456 | record "$setting" mpi "$rep"
-            $LOCAL -n "$N" $net -x LD_PRELOAD="$PRE" $node "$W/bench" -t $t -b $b -e 268435456 |
+            $LOCAL -n "$N" $net "$W/bench" -t $t -b $b -e "$MAXB" | record "$setting" mpi "$rep"
+            $LOCAL -n "$N" $net -x LD_PRELOAD="$PRE" $node "$W/bench" -t $t -b $b -e "$MAXB" |
                 record "$setting" terse "$rep"
         done
     done
@@ -87,10 +91,11 @@ for g in $RATES; do
     while [ "$rep" -le "$REPS" ]; do
         if has_part cluster; then
             for t in float double int; do
-                b=4; [ "$t" != float ] && b=1048576
+                b=$MINB; [ "$t" != float ] && b=1048576
+                [ "$b" -gt "$CMAXB" ] && continue
                 echo "cluster-$g $t, repetition $rep/$REPS" >&2
-                mpirun_cluster "$N" "$W/in_ns.sh" "$W/bench" -t $t -b $b -e 67108864 | record "cluster-$g" mpi "$rep"
-                mpirun_cluster "$N" -x LD_PRELOAD="$PRE" "$W/in_ns.sh" "$W/bench" -t $t -b $b -e 67108864 |
+                mpirun_cluster "$N" "$W/in_ns.sh" "$W/bench" -t $t -b $b -e "$CMAXB" | record "cluster-$g" mpi "$rep"
+                mpirun_cluster "$N" -x LD_PRELOAD="$PRE" "$W/in_ns.sh" "$W/bench" -t $t -b $b -e "$CMAXB" |
                     record "cluster-$g" terse "$rep"
             done
         fi

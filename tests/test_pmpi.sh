@@ -90,9 +90,11 @@ for mpi in openmpi mpich; do
     if grep -q "pmpi_check_f77: 3 ranks, 0 failed" "$d/f77l.log" && grep -q "terse took [1-9]" "$d/f77l.log"; then
         ok "$mpi: Fortran linked before -lmpi, 3 ranks"; else bad "$mpi: Fortran linked"; tail -20 "$d/f77l.log"; fi
     for np in 3 4; do
-        run $mpi $np $P $T -- "$d/check" eb > "$d/eb$np.log" 2>&1
+        run $mpi $np $P $T TERSE_PMPI_THRESHOLD=64K -- "$d/check" eb > "$d/eb$np.log" 2>&1
         expect "$d/eb$np.log" "0 failed (libterse_pmpi loaded)" "$mpi: error-bounded mode, $np ranks: bound on every element (smooth, random, steps), constant and NaN left exact"
     done
+    run $mpi 4 $P $T TERSE_PMPI_THRESHOLD=64K -- "$d/check" codec > "$d/codec.log" 2>&1
+    expect "$d/codec.log" "0 failed (libterse_pmpi loaded)" "$mpi: a learning-style codec (cnat8) through the hint: unbiased, identical on every rank, doubles exact"
     keep=""; [ "$mpi" = openmpi ] && keep="--mca orte_abort_on_non_zero_status 0"
     if [ "$mpi" = openmpi ]; then
         timeout 120 mpirun.openmpi --allow-run-as-root --oversubscribe -n 4 --mca btl self,tcp --mca btl_tcp_if_include lo \

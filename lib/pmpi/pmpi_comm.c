@@ -9,6 +9,7 @@
  */
 #include "pmpi.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,7 +107,23 @@ static void entry_build(pmpi_comm_t *e)
     }
 }
 
+/* Under MPI_THREAD_MULTIPLE nothing is taken, but statistics and the stats
+ * query still look entries up from any thread. */
+static pthread_mutex_t entries_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static pmpi_comm_t *lookup(MPI_Comm comm, int build);
+
 pmpi_comm_t *terse_pmpi__comm(MPI_Comm comm, int build)
+{
+    if (!terse_pmpi__g.thread_multiple)
+        return lookup(comm, build);
+    pthread_mutex_lock(&entries_lock);
+    pmpi_comm_t *e = lookup(comm, 0); /* never built: nothing is taken */
+    pthread_mutex_unlock(&entries_lock);
+    return e;
+}
+
+static pmpi_comm_t *lookup(MPI_Comm comm, int build)
 {
     pmpi_global_t *g = &terse_pmpi__g;
     pmpi_comm_t *e;
@@ -131,7 +148,11 @@ void terse_pmpi__fell(MPI_Comm comm, terse_pmpi_reason_t why, size_t bytes)
     if (!terse_pmpi__g.stats || !terse_pmpi__g.started || comm == MPI_COMM_NULL)
         return;
     pmpi_comm_t *e = terse_pmpi__comm(comm, 0);
-    if (e)
+    if (!e)
+        return;
+    if (terse_pmpi__g.thread_multiple)
+        __atomic_add_fetch(&e->fell[why], 1, __ATOMIC_RELAXED);
+    else
         e->fell[why]++, e->fell_bytes += bytes;
 }
 

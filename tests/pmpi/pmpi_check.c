@@ -13,6 +13,7 @@
  *   pmpi_check kill    a rank dies before a large allreduce: the survivors'
  *                      error handler must fire (they print "error-handler: ...")
  *   pmpi_check threads the exact checks after MPI_Init_thread(MPI_THREAD_MULTIPLE)
+ *   pmpi_check codec   a learning-style codec (cnat8) through the terse_compress hint
  *
  * PMPI_CHECK_EXPECT=taken asserts (through terse_pmpi_comm_stats, when the
  * library is there) that terse ran the large calls and left the others;
@@ -425,6 +426,58 @@ static void check_eb(void)
     free(a), free(b), free(ref);
 }
 
+/* ---- a learning-style codec: unbiased, no bound, the same on every rank ---- */
+
+static void check_codec(void)
+{
+    MPI_Comm c;
+    MPI_Comm_dup(MPI_COMM_WORLD, &c);
+    MPI_Info info;
+    MPI_Info_create(&info);
+    MPI_Info_set(info, "terse_compress", "cnat8,min=64K");
+    MPI_Comm_set_info(c, info);
+    MPI_Info_free(&info);
+    int n = 300000;
+    float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float)), *ref = malloc(n * sizeof(float));
+    for (int i = 0; i < n; i++)
+        a[i] = (float)(sin(0.001 * i + rank) + 1.5);
+    for (int step = 0; step < 3; step++) {
+        CHECK(MPI_Allreduce(a, b, n, MPI_FLOAT, MPI_SUM, c) == MPI_SUCCESS, "codec allreduce");
+        PMPI_Allreduce(a, ref, n, MPI_FLOAT, MPI_SUM, c);
+        /* C_nat rounds a value to a neighbouring power of two (within a factor 2),
+         * unbiased; the ranks' codes are rounded once and the owner's sum once
+         * more (two-phase), so positive sums stay within a factor 4 and the mean
+         * error is small */
+        int out = 0, same = 0;
+        double mean = 0;
+        for (int i = 0; i < n; i++) {
+            out += !(b[i] >= 0.25f * ref[i] && b[i] <= 4.0f * ref[i]);
+            same += b[i] == ref[i];
+            mean += (b[i] - ref[i]) / ref[i];
+        }
+        mean /= n;
+        CHECK(out == 0, "codec: %d values beyond a factor 4 of the sum", out);
+        CHECK(same < n / 2, "codec: %d of %d values exact - was it compressed?", same, n);
+        CHECK(fabs(mean) < 0.01, "codec: mean relative error %.4f (biased?)", mean);
+        CHECK(identical(b, n * sizeof(float), c), "codec: ranks differ");
+    }
+    /* a double sum is not for the float codec: exact */
+    double *d = malloc(n * sizeof(double)), *e = malloc(n * sizeof(double)), *f = malloc(n * sizeof(double));
+    for (int i = 0; i < n; i++)
+        d[i] = i % 7 + rank;
+    MPI_Allreduce(d, e, n, MPI_DOUBLE, MPI_SUM, c);
+    PMPI_Allreduce(d, f, n, MPI_DOUBLE, MPI_SUM, c);
+    CHECK(!memcmp(e, f, n * sizeof(double)), "codec mode changed a double sum");
+    terse_pmpi_stats_t st = {0};
+    if (terse_pmpi_comm_stats && getenv("PMPI_CHECK_EXPECT")) {
+        terse_pmpi_comm_stats(c, &st);
+        CHECK(st.compressed == 3 && st.ratio > 3, "codec: %llu compressed calls, ratio %.2f",
+              (unsigned long long)st.compressed, st.ratio);
+    }
+    MPI_Comm_free(&c);
+    free(a), free(b), free(ref), free(d), free(e), free(f);
+}
+
 /* ---- a dead peer ------------------------------------------------------------- */
 
 static void check_kill(void)
@@ -458,6 +511,8 @@ int main(int argc, char **argv)
         check_kill();
     else if (!strcmp(mode, "eb"))
         check_eb();
+    else if (!strcmp(mode, "codec"))
+        check_codec();
     else
         run_exact();
     int f = failures, all = 0;

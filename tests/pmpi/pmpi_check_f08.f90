@@ -6,7 +6,7 @@
 program pmpi_check_f08
   use mpi_f08
   implicit none
-  integer, parameter :: n = 200000
+  integer, parameter :: n = 300000
   integer :: ierr, rank, nproc, i, hrank, hsize, failures, total
   real, allocatable :: a(:), b(:)
   double precision, allocatable :: d(:), e(:)

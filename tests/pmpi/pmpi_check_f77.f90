@@ -6,7 +6,7 @@
 program pmpi_check_f77
   use mpi
   implicit none
-  integer, parameter :: n = 200000
+  integer, parameter :: n = 300000
   integer :: ierr, rank, nproc, i, half, hrank, hsize, failures, total
   real, allocatable :: a(:), b(:)
   double precision, allocatable :: d(:), e(:)
