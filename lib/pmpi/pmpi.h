@@ -70,6 +70,7 @@ typedef struct pmpi_comm {
 typedef struct {
     int started, active, thread_multiple;
     int node;                    /* TERSE_PMPI_NODE: take calls on one-host communicators too */
+    int one_host;                /* the whole job is on one host (and not node): nothing is taken */
     int stats;                   /* TERSE_PMPI_STATS: 1 every communicator's rank 0 prints, 2 every rank */
     unsigned colls;              /* TERSE_PMPI_COLLS */
     size_t threshold;            /* TERSE_PMPI_THRESHOLD bytes */

@@ -78,7 +78,9 @@ static int gate(unsigned coll, size_t bytes, MPI_Comm comm)
 {
     const pmpi_global_t *g = &terse_pmpi__g;
     if (!g->active) {
-        terse_pmpi__fell(comm, g->thread_multiple ? TERSE_PMPI_FELL_THREADS : TERSE_PMPI_FELL_OFF, bytes);
+        terse_pmpi__fell(comm, g->thread_multiple ? TERSE_PMPI_FELL_THREADS
+                               : g->one_host     ? TERSE_PMPI_FELL_NODE
+                                                 : TERSE_PMPI_FELL_OFF, bytes);
         return 0;
     }
     if (!(g->colls & coll)) {
@@ -287,7 +289,7 @@ int terse_pmpi__barrier(MPI_Comm comm, int *taken)
     *taken = 0;
     const pmpi_global_t *g = &terse_pmpi__g;
     if (!g->active || !(g->colls & TERSE_PMPI_BARRIER)) {
-        terse_pmpi__fell(comm, g->active ? TERSE_PMPI_FELL_DISABLED : TERSE_PMPI_FELL_OFF, 0);
+        terse_pmpi__fell(comm, g->active ? TERSE_PMPI_FELL_DISABLED : g->one_host ? TERSE_PMPI_FELL_NODE : TERSE_PMPI_FELL_OFF, 0);
         return MPI_SUCCESS;
     }
     pmpi_comm_t *e = eligible(comm, 0);

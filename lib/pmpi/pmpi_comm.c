@@ -235,7 +235,9 @@ void terse_pmpi__print_stats(void)
             print_one(v[i]);
     if (!g->active && g->world_rank == 0)
         fprintf(stderr, "terse-pmpi stats: terse was not active (%s)\n",
-                g->thread_multiple ? "MPI_THREAD_MULTIPLE" : "disabled or start-up failed");
+                g->thread_multiple ? "MPI_THREAD_MULTIPLE"
+                : g->one_host      ? "every rank on one host: the MPI's shared memory; TERSE_PMPI_NODE=1 takes calls"
+                                   : "disabled or start-up failed");
     free(v);
 }
 

@@ -164,6 +164,14 @@ void terse_pmpi__start(int provided)
         fprintf(stderr, "terse-pmpi: terse could not start on every rank (%s here); every call falls "
                         "through to the MPI\n", ok ? "fine" : terse_strerror(st));
     g->active = all && g->world;
+    /* A job on one host has nothing for terse to take (the one-host rule, the
+     * same on every rank): keep no context, sockets or memory for it. */
+    if (g->active && !g->node && terse_comm_node_count(g->world) == 1) {
+        terse_comm_destroy(g->world);
+        g->world = NULL;
+        g->active = 0;
+        g->one_host = 1;
+    }
 }
 
 void terse_pmpi__stop(void)

@@ -494,6 +494,18 @@ static void check_kill(void)
     MPI_Error_string(rc, msg, &len);
     printf("error-handler: rank %d got %s: %s\n", rank, rc == MPI_SUCCESS ? "success" : "an error", msg);
     fflush(stdout);
+    /* launchers may kill the survivors or drop their output once a rank died:
+     * a file per survivor is the record the test counts */
+    const char *dir = getenv("PMPI_CHECK_KILL_DIR");
+    if (dir) {
+        char path[512];
+        snprintf(path, sizeof(path), "%s/rank%d", dir, rank);
+        FILE *f = fopen(path, "w");
+        if (f) {
+            fprintf(f, "rank %d got %s: %s\n", rank, rc == MPI_SUCCESS ? "success" : "an error", msg);
+            fclose(f);
+        }
+    }
     _exit(rc == MPI_SUCCESS ? 1 : 0);
 }
 
