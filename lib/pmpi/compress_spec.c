@@ -12,7 +12,7 @@
 /* Codecs without shared-seed or sparse state: each call stands alone. */
 static const char *const codecs[] = {"cnat8", "cnat9", "natdither", "qsgd", "sign1", "fp16", "bf16"};
 
-static int parse_size(const char *s, size_t *out)
+int terse__size_parse(const char *s, size_t *out)
 {
     char *end;
     errno = 0;
@@ -43,7 +43,7 @@ int terse__compress_spec_parse(const char *text, terse_compress_spec_t *out)
     char *opt = strchr(buf, ',');
     if (opt) {
         *opt++ = 0;
-        if (strncmp(opt, "min=", 4) || parse_size(opt + 4, &s.min_bytes))
+        if (strncmp(opt, "min=", 4) || terse__size_parse(opt + 4, &s.min_bytes))
             return -1;
     }
     if (!*buf || !strcasecmp(buf, "none") || !strcmp(buf, "0")) {

@@ -86,6 +86,15 @@ typedef struct {
 
 extern pmpi_global_t terse_pmpi__g;
 
+/* FNV-1a: settings compared across ranks as one hash (and its complement). */
+#define TERSE_PMPI_HASH_SEED 0xcbf29ce484222325ull
+static inline uint64_t terse_pmpi__hash(const void *p, size_t n, uint64_t h)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ ((const unsigned char *)p)[i]) * 0x100000001b3ull;
+    return h;
+}
+
 /* pmpi_init.c */
 void terse_pmpi__start(int provided);
 void terse_pmpi__stop(void);

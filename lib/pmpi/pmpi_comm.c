@@ -81,9 +81,7 @@ static void entry_build(pmpi_comm_t *e)
     /* the hint must be the same everywhere too */
     char cz[96];
     terse__compress_spec_format(&e->cz, cz, sizeof(cz));
-    unsigned long long h = 1469598103934665603ull;
-    for (const char *p = cz; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    unsigned long long h = terse_pmpi__hash(cz, strlen(cz), TERSE_PMPI_HASH_SEED);
     unsigned long long v[3] = {h, ~h, (unsigned long long)!ok}, m[3];
     PMPI_Allreduce(v, m, 3, MPI_UNSIGNED_LONG_LONG, MPI_MAX, e->mpi);
     if (m[0] != h || m[1] != ~h) {

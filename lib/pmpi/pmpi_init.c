@@ -25,19 +25,13 @@ pmpi_global_t terse_pmpi__g = {.last_mpi = MPI_COMM_NULL};
 static size_t env_size(const char *name, size_t dflt)
 {
     const char *v = getenv(name);
+    size_t x;
     if (!v || !*v)
         return dflt;
-    char *end;
-    double x = strtod(v, &end);
-    if (end == v || x < 0) {
-        fprintf(stderr, "terse-pmpi: %s=%s is not a size; using %zu\n", name, v, dflt);
-        return dflt;
-    }
-    double mul = 1;
-    if (*end == 'k' || *end == 'K') mul = 1024;
-    else if (*end == 'm' || *end == 'M') mul = 1 << 20;
-    else if (*end == 'g' || *end == 'G') mul = 1 << 30;
-    return (size_t)(x * mul);
+    if (terse__size_parse(v, &x) == 0)
+        return x;
+    fprintf(stderr, "terse-pmpi: %s=%s is not a size; using %zu\n", name, v, dflt);
+    return dflt;
 }
 
 static unsigned parse_colls(const char *v)
@@ -65,24 +59,17 @@ static unsigned parse_colls(const char *v)
     return m;
 }
 
-static uint64_t fnv(const void *p, size_t n, uint64_t h)
-{
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ ((const unsigned char *)p)[i]) * 0x100000001b3ull;
-    return h;
-}
-
 /* Every rank must decide calls the same way: compare the job's settings. */
 static int config_agrees(void)
 {
     pmpi_global_t *g = &terse_pmpi__g;
     char cz[96];
     terse__compress_spec_format(&g->cz, cz, sizeof(cz));
-    uint64_t h = fnv(cz, strlen(cz), 0xcbf29ce484222325ull);
-    h = fnv(&g->threshold, sizeof(g->threshold), h);
-    h = fnv(&g->colls, sizeof(g->colls), h);
-    h = fnv(&g->thread_multiple, sizeof(g->thread_multiple), h);
-    h = fnv(&g->node, sizeof(g->node), h);
+    uint64_t h = terse_pmpi__hash(cz, strlen(cz), TERSE_PMPI_HASH_SEED);
+    h = terse_pmpi__hash(&g->threshold, sizeof(g->threshold), h);
+    h = terse_pmpi__hash(&g->colls, sizeof(g->colls), h);
+    h = terse_pmpi__hash(&g->thread_multiple, sizeof(g->thread_multiple), h);
+    h = terse_pmpi__hash(&g->node, sizeof(g->node), h);
     unsigned long long v[2] = {h, ~h}, m[2];
     if (PMPI_Allreduce(v, m, 2, MPI_UNSIGNED_LONG_LONG, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS)
         return 0;

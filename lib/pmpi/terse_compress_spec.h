@@ -25,6 +25,8 @@ typedef struct terse_compress_spec {
 
 #define TERSE_CZ_MIN_DEFAULT ((size_t)1 << 20)
 
+/** "64K", "1M", "1.5GiB", "4096" -> bytes: 0 on success, -1 for anything else. */
+int terse__size_parse(const char *text, size_t *out);
 /** 0 on success; -1 (and *out unchanged) for text that is not a mode. */
 int terse__compress_spec_parse(const char *text, terse_compress_spec_t *out);
 /** "rel:1e-04,min=1048576" - the canonical text (equal specs, equal text). */
