@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,8 +57,36 @@ static void tp_free(terse_tp_t *tp)
     free(tp);
 }
 
+static void fork_init_once(void)
+{
+    int rc = ibv_fork_init();
+    enum ibv_fork_status fs = ibv_is_fork_initialized();
+    const char *what = fs == IBV_FORK_UNNEEDED ? "unneeded (the kernel copies pinned pages at fork)"
+                       : fs == IBV_FORK_ENABLED ? "enabled (registered memory is not inherited)"
+                                                : "DISABLED";
+    if (rc != 0 && fs == IBV_FORK_DISABLED)
+        TERSE_WARN(NET, "verbs: ibv_fork_init failed (%s): memory registered before terse (by another "
+                   "library) makes fork unsafe; set RDMAV_FORK_SAFE=1 before the process starts",
+                   strerror(rc));
+    else
+        TERSE_INFO(NET, "verbs: fork support %s", what);
+}
+
+/* A process that forks after registering memory (a PyTorch DataLoader
+ * starting its workers) must not lose it: copy-on-write would move the
+ * parent's pages away from the memory the device writes into. rdma-core's
+ * fork support (MADV_DONTFORK on every registration) has to be on before the
+ * first one; on kernels that copy pinned pages at fork (Linux >= 5.13) it is
+ * unneeded and ibv_fork_init does nothing. */
+static void fork_safety(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, fork_init_once);
+}
+
 static terse_status_t verbs_open(const terse_tp_params_t *params, terse_tp_t **out)
 {
+    fork_safety();
     terse_tp_t *tp = calloc(1, sizeof(*tp));
     if (!tp)
         return TERSE_ERR_NO_MEMORY;
