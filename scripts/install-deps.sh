@@ -8,7 +8,8 @@ set -eu
 PKGS="build-essential autoconf automake libtool pkg-config
       libcunit1-dev libhwloc-dev libibverbs-dev librdmacm-dev
       openmpi-bin libopenmpi-dev mpich libmpich-dev gfortran hpcc scalapack-mpi-test
-      procps zlib1g-dev dataset-fashion-mnist"
+      procps zlib1g-dev dataset-fashion-mnist
+      python3 python3-numpy python3-torch python3-torchvision python3-matplotlib"
 SOFTROCE="qemu-system-x86 linux-image-amd64 busybox-static kmod iproute2 rdma-core
           ibverbs-providers ibverbs-utils perftest rdmacm-utils"
 extra=""

@@ -1,8 +1,8 @@
 #!/bin/sh
 # Install, build (warnings are errors) and run the whole test suite:
 # unit tests, multi-rank collectives over every transport, fault tests, the
-# suite under mpirun, the progress thread under ThreadSanitizer, and a
-# packaging check (make distcheck).
+# suite under mpirun, the Python package and terse.torch, the progress thread
+# under ThreadSanitizer, and a packaging check (make distcheck).
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/install-deps.sh --softroce
@@ -21,6 +21,6 @@ make --no-print-directory distcheck TESTS="tests/test_unit" DISTCHECK_CONFIGURE_
     || { tail -50 distcheck.log; echo "make distcheck failed"; exit 1; }
 echo "distcheck: OK"
 # One closing line over every CUnit suite that ran (test cases, not asserts).
-cat tests/test_unit.log tests/test_codec.log tests/test_coll.log tests/test_fault.log tests/test_wire.log tests/test_compressed.log tests/test_sparse.log tests/test_comm.log tests/test_plan.log tests/test_progress.log tests/test_partial.log tests/test_adacons.log tests/test_ebound.log tests/test_mpi.sh.log tests/test_pmpi.sh.log tests/test_softroce.sh.log 2>/dev/null |
+cat tests/test_unit.log tests/test_codec.log tests/test_coll.log tests/test_fault.log tests/test_wire.log tests/test_compressed.log tests/test_sparse.log tests/test_comm.log tests/test_plan.log tests/test_progress.log tests/test_partial.log tests/test_adacons.log tests/test_ebound.log tests/test_mpi.sh.log tests/test_pmpi.sh.log tests/test_python.sh.log tests/test_softroce.sh.log 2>/dev/null |
     awk '$1 == "tests" && NF == 6 { p += $4; f += $5 } END { printf "terse: %d passed, %d failed\n", p, f }'
 
