@@ -212,8 +212,10 @@ void terse__config_load(terse_config_t *cfg)
             known = strlen(terse_config_table[i].name) == n &&
                     strncmp(terse_config_table[i].name, *e, n) == 0;
         /* Test and launcher helpers use TERSE_TEST_*, libterse_pmpi reads its own
-         * TERSE_PMPI* (README, "Use it from an MPI code"): not knobs of this table. */
-        if (!known && strncmp(*e, "TERSE_TEST_", 11) != 0 && strncmp(*e, "TERSE_PMPI", 10) != 0)
+         * TERSE_PMPI* (README, "Use it from an MPI code"), the Python package
+         * TERSE_LIBRARY (where libterse is): not knobs of this table. */
+        if (!known && strncmp(*e, "TERSE_TEST_", 11) != 0 && strncmp(*e, "TERSE_PMPI", 10) != 0 &&
+            strncmp(*e, "TERSE_LIBRARY=", 14) != 0)
             TERSE_WARN(INIT, "unknown variable %.*s (see terse_perf --config)", (int)n, *e);
     }
 }

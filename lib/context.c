@@ -242,15 +242,20 @@ static terse_status_t setup_slots(terse_ctx_t *ctx)
     ctx->slots_len = (size_t)ctx->nslots * ctx->slot_stride;
     size_t nslot = (size_t)ctx->size * (size_t)ctx->nslots;
     ctx->slots = calloc((size_t)ctx->size, sizeof(char *));
-    ctx->hdr_region = aligned_alloc(64, nslot * TERSE_HDR_SIZE);
+    /* Registered memory gets whole pages of its own: with rdma-core's fork
+     * support on, a registration is MADV_DONTFORK, and a heap page shared
+     * with it would be missing in a forked child (a DataLoader worker). */
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    ctx->hdr_len = (nslot * TERSE_HDR_SIZE + page - 1) / page * page;
+    ctx->hdr_region = aligned_alloc(page, ctx->hdr_len);
     ctx->chans = calloc((size_t)ctx->size, sizeof(terse_chan_t));
     ctx->host = calloc((size_t)ctx->size, sizeof(uint64_t));
     ctx->owed = calloc((size_t)ctx->size, sizeof(int));
     ctx->ready = calloc((size_t)ctx->size, sizeof(int));
     if (!ctx->slots || !ctx->hdr_region || !ctx->chans || !ctx->host || !ctx->owed || !ctx->ready)
         return TERSE_ERR_NO_MEMORY;
-    memset(ctx->hdr_region, 0, nslot * TERSE_HDR_SIZE);
-    return ctx->tp_ops->mem_reg(ctx->tp, ctx->hdr_region, nslot * TERSE_HDR_SIZE, &ctx->hdr_mr);
+    memset(ctx->hdr_region, 0, ctx->hdr_len);
+    return ctx->tp_ops->mem_reg(ctx->tp, ctx->hdr_region, ctx->hdr_len, &ctx->hdr_mr);
 }
 
 static void ctx_free(terse_ctx_t *ctx)

@@ -8,14 +8,12 @@ import ctypes
 import ctypes.util
 import os
 
+# Fork: libterse's verbs transport asks rdma-core for fork support before
+# its first registration where the kernel needs it (ibv_fork_init); setting
+# RDMAV_FORK_SAFE here would force MADV_DONTFORK even on kernels that copy
+# pinned pages at fork, and cost forked children (DataLoader workers) pages.
 from ctypes import (POINTER, Structure, c_char_p, c_double, c_int, c_size_t, c_uint32, c_uint64,
                     c_void_p)
-
-# Verbs: rdma-core's fork support must be on before the first registration,
-# and the library reads this when the first device is opened. libterse asks
-# for it too (ibv_fork_init); setting it here also covers a registration made
-# by another library in this process before terse's.
-os.environ.setdefault("RDMAV_FORK_SAFE", "1")
 
 
 def _candidates():
@@ -180,6 +178,8 @@ _DECLS = {
     "terse_alltoall_start": (S, [P, P, P, SZ, c_int, PP]),
     "terse_alltoallv": (S, [P, P, SZP, SZP, P, SZP, SZP, c_int]),
     "terse_barrier": (S, [P]),
+    "terse_mem_register": (S, [P, P, SZ, PP]),
+    "terse_mem_deregister": (S, [P, P]),
     "terse_start": (S, [P]),
     "terse_request_test": (S, [P, POINTER(c_int)]),
     "terse_request_wait": (S, [P]),

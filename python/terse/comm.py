@@ -326,6 +326,17 @@ class Comm:
     def barrier(self):
         self._call(L.terse_barrier, "terse_barrier", self._ptr)
 
+    def register(self, x):
+        """Register x's memory with the device (verbs: collectives on it send
+        without a bounce copy; TCP: accepted, costs nothing). Keeps x alive
+        until the registration is closed. Its pages are the device's: with
+        rdma-core's fork support on (kernels before 5.13) a forked child does
+        not see them."""
+        b = as_buf(x, "registered buffer")
+        reg = ctypes.c_void_p()
+        self._call(L.terse_mem_register, "terse_mem_register", self._ptr, b.ptr, b.nbytes, ctypes.byref(reg))
+        return Registration(self, reg, b)
+
     def allreduce_init(self, x, op="sum", out=None):
         """A persistent allreduce (MPI_Allreduce_init): start() it every step."""
         s = as_buf(x, "allreduce input", writeable=out is None)
@@ -349,6 +360,24 @@ class Comm:
         self._call(L.terse_eb_allreduce, "terse_eb_allreduce", self._ptr, s.ptr, o.ptr, s.count,
                    s.dtype, m, float(bound), ctypes.byref(info))
         return o.obj, {n: getattr(info, n) for n, _ in _lib.EbInfo._fields_}
+
+
+class Registration:
+    """A memory registration (Comm.register); close() or `with` releases it."""
+
+    def __init__(self, comm, reg, buf):
+        self._comm, self._reg, self._buf = comm, reg, buf
+
+    def close(self):
+        if self._reg is not None and self._comm._usable():
+            check(L.terse_mem_deregister(self._comm._ptr, self._reg), "terse_mem_deregister", self._comm._ptr)
+        self._reg = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 class Plan:

@@ -14,4 +14,11 @@ for t in tests/test_coll tests/test_compressed tests/test_sparse tests/test_faul
     [ "$rc" -eq 0 ] || status=1
     echo "===== $t: exit $rc after $(( $(date +%s) - start )) s"
 done
+# The Python bindings over verbs, and a DataLoader forking its workers after
+# the communicator registered memory (rdma-core's fork rules).
+echo "===== python over verbs"
+start=$(date +%s)
+TERSE_PY_RUNS="2:test_bindings.py" timeout 1200 sh tests/test_python.sh || status=1
+TERSE_PY_RUNS="2:test_torch.py" TERSE_TEST_FILTER=dataloader timeout 1200 sh tests/test_python.sh || status=1
+echo "===== python over verbs: after $(( $(date +%s) - start )) s"
 exit $status

@@ -59,25 +59,30 @@ static void tp_free(terse_tp_t *tp)
 
 static void fork_init_once(void)
 {
+    /* Ask only where the kernel does not copy pinned pages at fork itself:
+     * fork support marks registered pages MADV_DONTFORK, so a child would
+     * lose any heap page that shares one with a registration. */
+    if (ibv_is_fork_initialized() == IBV_FORK_UNNEEDED) {
+        TERSE_INFO(NET, "verbs: fork support unneeded (the kernel copies pinned pages at fork)");
+        return;
+    }
     int rc = ibv_fork_init();
-    enum ibv_fork_status fs = ibv_is_fork_initialized();
-    const char *what = fs == IBV_FORK_UNNEEDED ? "unneeded (the kernel copies pinned pages at fork)"
-                       : fs == IBV_FORK_ENABLED ? "enabled (registered memory is not inherited)"
-                                                : "DISABLED";
-    if (rc != 0 && fs == IBV_FORK_DISABLED)
+    if (rc != 0)
         TERSE_WARN(NET, "verbs: ibv_fork_init failed (%s): memory registered before terse (by another "
                    "library) makes fork unsafe; set RDMAV_FORK_SAFE=1 before the process starts",
                    strerror(rc));
     else
-        TERSE_INFO(NET, "verbs: fork support %s", what);
+        TERSE_INFO(NET, "verbs: fork support enabled (registered pages are not inherited by a child)");
 }
 
 /* A process that forks after registering memory (a PyTorch DataLoader
  * starting its workers) must not lose it: copy-on-write would move the
- * parent's pages away from the memory the device writes into. rdma-core's
- * fork support (MADV_DONTFORK on every registration) has to be on before the
- * first one; on kernels that copy pinned pages at fork (Linux >= 5.13) it is
- * unneeded and ibv_fork_init does nothing. */
+ * parent's pages away from the memory the device writes into. On kernels
+ * before 5.13 rdma-core's fork support (MADV_DONTFORK on every
+ * registration) has to be on before the first one; later kernels copy
+ * pinned pages into the child at fork and need nothing. Every region terse
+ * registers is whole pages of its own, so a child never misses a page it
+ * uses. */
 static void fork_safety(void)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
