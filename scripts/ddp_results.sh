@@ -6,7 +6,8 @@
 # emulated 1 Gbit/s cluster (network namespaces, perf/cluster_ns.sh) and on
 # the loopback. Repetitions are interleaved (rep, then network, then hook).
 #
-#   scripts/ddp_results.sh [-l "1 lo"] [-k "HOOKS"] [-e EPOCHS] [-r REPS] [-t TARGET] [-o docs/ddp]
+#   scripts/ddp_results.sh [-l "1 lo"] [-k "HOOKS"] [-K "LOOPBACK HOOKS"] [-e EPOCHS] [-b BATCH]
+#                          [-r REPS] [-t TARGET] [-o docs/ddp]
 #
 # Writes OUT.jsonl (every evaluation), OUT.txt (the table: median step time,
 # final accuracy, time to the target accuracy, ratios to Gloo) and OUT.png.
@@ -14,12 +15,12 @@
 set -eu
 cd "$(dirname "$0")/.."
 NETS="1 lo"; HOOKS="gloo fp16 psgd1 psgd2 terse-pg cnat sign-sa-ea topk sasg"
-EPOCHS=3; REPS=1; TARGET=0.88; OUT=docs/ddp; N=4
-while getopts "l:k:e:r:t:o:" opt; do
+EPOCHS=1; BATCH=16; REPS=1; TARGET=0.85; OUT=docs/ddp; N=4; LOHOOKS=""
+while getopts "l:k:K:e:b:r:t:o:" opt; do
     case $opt in
-    l) NETS=$OPTARG ;; k) HOOKS=$OPTARG ;; e) EPOCHS=$OPTARG ;; r) REPS=$OPTARG ;;
+    l) NETS=$OPTARG ;; k) HOOKS=$OPTARG ;; K) LOHOOKS=$OPTARG ;; e) EPOCHS=$OPTARG ;; b) BATCH=$OPTARG ;; r) REPS=$OPTARG ;;
     t) TARGET=$OPTARG ;; o) OUT=$OPTARG ;;
-    *) sed -n 9p "$0" >&2; exit 2 ;;
+    *) sed -n 9,10p "$0" >&2; exit 2 ;;
     esac
 done
 sh scripts/install-deps.sh iproute2 >&2
@@ -35,7 +36,7 @@ PORT=29600
 
 run() { # net hook rep
     PORT=$((PORT + 1))
-    args="python/examples/ddp_fmnist.py --hook $2 --epochs $EPOCHS --net $1 --rep $3 --out $OUT.jsonl"
+    args="python/examples/ddp_fmnist.py --hook $2 --epochs $EPOCHS --batch $BATCH --net $1 --rep $3 --out $OUT.jsonl"
     r=0
     while [ "$r" -lt "$N" ]; do
         if [ "$1" = lo ]; then
@@ -46,7 +47,7 @@ run() { # net hook rep
         fi
         # shellcheck disable=SC2086 # word splitting wanted
         $pre RANK=$r WORLD_SIZE=$N MASTER_ADDR=$addr MASTER_PORT=$PORT GLOO_SOCKET_IFNAME=$dev \
-            TERSE_SECRET="ddp$$" $host /usr/bin/python3 $args > "$W/rank$r.log" 2>&1 &
+            TERSE_SECRET="ddp$$" $host timeout 1200 /usr/bin/python3 $args > "$W/rank$r.log" 2>&1 &
         r=$((r + 1))
     done
     status=0
@@ -57,7 +58,7 @@ run() { # net hook rep
         tail -20 "$W"/rank*.log >&2
         return 1
     fi
-    tail -1 "$W/rank0.log" | cut -c1-200
+    grep '^{' "$W/rank0.log" | tail -1 | cut -c1-200
 }
 
 for net in $NETS; do
@@ -69,12 +70,14 @@ done
 rep=0
 while [ "$rep" -lt "$REPS" ]; do
     for net in $NETS; do
-        for hook in $HOOKS; do
+        hooks=$HOOKS
+        [ "$net" = lo ] && [ -n "$LOHOOKS" ] && hooks=$LOHOOKS
+        for hook in $hooks; do
             echo "== rep $rep, net $net, hook $hook ($(date +%T))"
-            run "$net" "$hook" "$rep"
+            run "$net" "$hook" "$rep" || echo "== $hook on $net failed: no results for it"
         done
     done
     rep=$((rep + 1))
 done
 /usr/bin/python3 scripts/ddp_results_plot.py "$OUT.jsonl" "$TARGET" "$OUT.png" | tee "$OUT.txt"
-echo "command: scripts/ddp_results.sh -l \"$NETS\" -k \"$HOOKS\" -e $EPOCHS -r $REPS -t $TARGET -o $OUT" >> "$OUT.txt"
+echo "command: scripts/ddp_results.sh -l \"$NETS\" -k \"$HOOKS\" -K \"$LOHOOKS\" -e $EPOCHS -b $BATCH -r $REPS -t $TARGET -o $OUT" >> "$OUT.txt"

@@ -48,8 +48,8 @@ run() {
     fi
 }
 
-# TERSE_PY_RUNS: the runs as RANKS:PROGRAM (the soft-RoCE guest runs fewer)
-for r in ${TERSE_PY_RUNS:-1:test_bindings.py 2:test_bindings.py 3:test_bindings.py 4:test_bindings.py 2:test_torch.py 4:test_torch.py}; do
+# TERSE_TEST_PY_RUNS: the runs as RANKS:PROGRAM (the soft-RoCE guest runs fewer)
+for r in ${TERSE_TEST_PY_RUNS:-1:test_bindings.py 2:test_bindings.py 3:test_bindings.py 4:test_bindings.py 2:test_torch.py 4:test_torch.py}; do
     run "${r%%:*}" "${r#*:}"
 done
 echo "python: $pass cases passed, $fail failed"

@@ -2,7 +2,7 @@
 """DDP on Fashion-MNIST with one communication hook, one process per rank
 (launched by scripts/ddp_results.sh, or python/tests/launch.py -n 4):
 
-    ddp_fmnist.py --hook HOOK [--epochs 3] [--batch 64] [--lr 0.05] [--out results.jsonl]
+    ddp_fmnist.py --hook HOOK [--epochs 1] [--batch 16] [--lr 0.05] [--out results.jsonl]
 
 HOOK: gloo (DDP's allreduce over Gloo), fp16 (fp16_compress_hook), psgd1 /
 psgd2 (PowerSGD rank 1 / 2 with its error feedback), terse-pg (DDP's
@@ -104,8 +104,8 @@ def evaluate(model, x, y):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--hook", required=True)
-    ap.add_argument("--epochs", type=float, default=3)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--epochs", type=float, default=1)
+    ap.add_argument("--batch", type=int, default=16, help="per rank")
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--net", default="loopback", help="label written with the results")
     ap.add_argument("--rep", type=int, default=0)
@@ -118,7 +118,12 @@ def main():
     xte, yte = load("t10k")
     torch.manual_seed(0)
     model = Net()
-    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    # One bucket for every hook: torch 1.13's PowerSGD hook waits for a nested
+    # allreduce inside a future callback, which blocks a Gloo worker thread
+    # per bucket - with DDP's usual two buckets (a 1 MB first one) both of
+    # Gloo's threads block and training deadlocks.
+    dist._DEFAULT_FIRST_BUCKET_BYTES = 32 << 20
+    ddp = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=32)
     state = make_hook(a.hook, ddp, None)
     opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9)
     step_ahead = tt.StepAhead(state, opt) if a.hook == "sign-sa-ea" else None

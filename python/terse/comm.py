@@ -12,6 +12,7 @@ given, take numpy arrays or contiguous CPU tensors of float32, float64,
 float16, bfloat16 (tensors), int32 and int64, and return the output (or a
 Request with async_op=True). Every rank must call them in the same order.
 """
+import atexit
 import ctypes
 import itertools
 import os
@@ -431,6 +432,20 @@ class _Oob:
         except Exception as e:  # noqa: BLE001 - reported by Comm.__init__
             self.error = e
             return -4
+
+
+def _close_all():
+    # At exit, before the interpreter freezes daemon threads (a completion
+    # thread joined after that would never answer): derived communicators
+    # first, then the worlds.
+    for c in sorted(list(_live), key=lambda c: c._world is c):
+        try:
+            c.close()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
+
+
+atexit.register(_close_all)
 
 
 def _forked_child():

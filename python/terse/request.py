@@ -174,4 +174,4 @@ class Waiter:
             self._stop = True
             self._cv.notify()
         if threading.current_thread() is not self._thread:
-            self._thread.join()
+            self._thread.join(timeout=30)  # a request still running ends by terse's own timeout

@@ -18,7 +18,7 @@ done
 # the communicator registered memory (rdma-core's fork rules).
 echo "===== python over verbs"
 start=$(date +%s)
-TERSE_PY_RUNS="2:test_bindings.py" timeout 1200 sh tests/test_python.sh || status=1
-TERSE_PY_RUNS="2:test_torch.py" TERSE_TEST_FILTER=dataloader timeout 1200 sh tests/test_python.sh || status=1
+TERSE_TEST_PY_RUNS="2:test_bindings.py" timeout 1200 sh tests/test_python.sh || status=1
+TERSE_TEST_PY_RUNS="2:test_torch.py" TERSE_TEST_FILTER=dataloader timeout 1200 sh tests/test_python.sh || status=1
 echo "===== python over verbs: after $(( $(date +%s) - start )) s"
 exit $status
