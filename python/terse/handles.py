@@ -221,11 +221,14 @@ class SparseAllgather(_Handle):
         out = _lib.SparseList()
         self._check(L.terse_sparse_allgather(self._ptr, i.ctypes.data, v.ptr, i.size, ctypes.byref(out)),
                     "terse_sparse_allgather")
+        if out.total == 0:  # nothing from anyone: the lists may be NULL
+            return [(np.empty(0, np.uint32), np.empty(0, np.float32)) for _ in range(self.comm.size)]
+        idx_all = np.ctypeslib.as_array(out.idx, (out.total,))
+        val_all = np.ctypeslib.as_array(out.val, (out.total,))
         res = []
         for r in range(self.comm.size):
             off, cnt = out.offsets[r], out.counts[r]
-            res.append((np.ctypeslib.as_array(out.idx, (out.total or 1,))[off:off + cnt].copy(),
-                        np.ctypeslib.as_array(out.val, (out.total or 1,))[off:off + cnt].copy()))
+            res.append((idx_all[off:off + cnt].copy(), val_all[off:off + cnt].copy()))
         return res
 
     def allreduce(self, idx, val, out=None, async_op=False):

@@ -270,6 +270,8 @@ def sparse_allgather_and_sasg(comm):
         np.add.at(want, idx[r], val[r])
     assert np.allclose(dense, want)
     assert np.array_equal(sp.allreduce(idx[rank], val[rank], async_op=True).wait(), dense)
+    empty = sp.allgather(np.empty(0, np.uint32), np.empty(0, np.float32))
+    assert len(empty) == size and all(i.size == 0 and v.size == 0 for i, v in empty)
     assert_raises(terse.InvalidArgument, sp.allgather, np.array([n + 5], np.uint32), np.ones(1, np.float32))
     assert_raises(ValueError, sp.allgather, idx[rank], val[rank][:-1])
     assert np.array_equal(terse.topk(np.array([1, -5, 3, 0.5], np.float32), 2), [1, 2])
