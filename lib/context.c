@@ -242,12 +242,11 @@ static terse_status_t setup_slots(terse_ctx_t *ctx)
     ctx->slots_len = (size_t)ctx->nslots * ctx->slot_stride;
     size_t nslot = (size_t)ctx->size * (size_t)ctx->nslots;
     ctx->slots = calloc((size_t)ctx->size, sizeof(char *));
-    /* Registered memory gets whole pages of its own: with rdma-core's fork
+    /* Registered, so pages of its own like the slots: with rdma-core's fork
      * support on, a registration is MADV_DONTFORK, and a heap page shared
      * with it would be missing in a forked child (a DataLoader worker). */
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    ctx->hdr_len = (nslot * TERSE_HDR_SIZE + page - 1) / page * page;
-    ctx->hdr_region = aligned_alloc(page, ctx->hdr_len);
+    ctx->hdr_len = nslot * TERSE_HDR_SIZE;
+    ctx->hdr_region = terse__topo_alloc(ctx->tp_ops->device(ctx->tp), ctx->hdr_len);
     ctx->chans = calloc((size_t)ctx->size, sizeof(terse_chan_t));
     ctx->host = calloc((size_t)ctx->size, sizeof(uint64_t));
     ctx->owed = calloc((size_t)ctx->size, sizeof(int));
@@ -277,7 +276,7 @@ static void ctx_free(terse_ctx_t *ctx)
         if (ctx->slots[p])
             terse__topo_free(ctx->slots[p], ctx->slots_len);
     free(ctx->slots);
-    free(ctx->hdr_region);
+    terse__topo_free(ctx->hdr_region, ctx->hdr_len);
     free(ctx->chans);
     free(ctx->host);
     free(ctx->owed);

@@ -70,8 +70,8 @@ typedef struct terse_ctx {
     size_t slot_stride;  /* header + payload */
     char **slots;        /* [size]: nslots receive slots for each peer, NULL until it connects */
     size_t slots_len;    /* bytes of one peer's slots */
-    char *hdr_region;    /* send headers: size * nslots, in whole pages (fork) */
-    size_t hdr_len;
+    char *hdr_region;    /* send headers: size * nslots, pages of their own (fork) */
+    size_t hdr_len;      /* its bytes */
     terse_tp_mr_t *hdr_mr;
     terse_chan_t *chans;
     uint64_t *host;      /* host identity of every world rank */

@@ -12,7 +12,7 @@ import ctypes
 import numpy as np
 
 from . import _lib
-from ._buffers import as_buf, as_float32, empty_like, op_code
+from ._buffers import DTYPE_NAMES, FLOAT32, as_buf, as_float32, empty_like, op_code
 from .errors import check
 from .request import Request
 
@@ -58,9 +58,9 @@ class _Handle:
         self.close()
 
     def _vec(self, x, what, writeable=False):
-        b = as_float32(x, what) if not writeable else as_buf(x, what, writeable=True)
-        if b.dtype != 0:
-            raise TypeError("terse: %s must be float32" % what)
+        b = as_buf(x, what, writeable=writeable)
+        if b.dtype != FLOAT32:
+            raise TypeError("terse: %s must be float32, not %s" % (what, DTYPE_NAMES[b.dtype]))
         if b.count != self.count:
             raise ValueError("terse: %s has %d elements, the handle %d" % (what, b.count, self.count))
         return b
