@@ -9,11 +9,24 @@ sh scripts/install-deps.sh --softroce
 TERSE_RECONFIGURE=1 sh scripts/build.sh --enable-werror
 status=0
 make -j2 --no-print-directory check || status=$?
+# Every log, then (so the end of the output says it) each test's result and
+# the logs of the ones that failed once more.
 for f in tests/*.log; do
     case "$f" in */test-suite.log) continue ;; esac
     echo "===== $f"; cat "$f"
 done
-[ "$status" -eq 0 ] || { echo "make check failed"; exit "$status"; }
+echo "===== results"
+grep -H '^:test-result:' tests/*.trs 2>/dev/null | sed 's/\.trs:.test-result://'
+if [ "$status" -ne 0 ]; then
+    for t in $(grep -l '^:test-result: *\(FAIL\|ERROR\|XPASS\)' tests/*.trs 2>/dev/null); do
+        echo "===== failed: ${t%.trs}: its FAIL lines, then its last 150 lines"
+        grep -aE '^(=====|softroce:|FAIL|python:)|\.\.\.FAILED|Test: .*FAILED' "${t%.trs}.log" | tail -60
+        echo "-----"
+        tail -150 "${t%.trs}.log"
+    done
+    echo "make check failed: $(grep -l '^:test-result: *\(FAIL\|ERROR\|XPASS\)' tests/*.trs 2>/dev/null | sed 's/\.trs$//' | tr '\n' ' ')"
+    exit "$status"
+fi
 # The progress thread and the caller's thread under ThreadSanitizer.
 KIND=thread sh scripts/sanitize.sh || { echo "ThreadSanitizer run failed"; exit 1; }
 # Packaging: the tarball builds, installs and passes the unit suite on its own.
