@@ -177,6 +177,7 @@ _DECLS = {
     "terse_alltoall": (S, [P, P, P, SZ, c_int]),
     "terse_alltoall_start": (S, [P, P, P, SZ, c_int, PP]),
     "terse_alltoallv": (S, [P, P, SZP, SZP, P, SZP, SZP, c_int]),
+    "terse_alltoallv_start": (S, [P, P, SZP, SZP, P, SZP, SZP, c_int, PP]),
     "terse_barrier": (S, [P]),
     "terse_mem_register": (S, [P, P, SZ, PP]),
     "terse_mem_deregister": (S, [P, P]),

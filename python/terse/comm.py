@@ -20,7 +20,7 @@ import threading
 import weakref
 
 from . import _lib
-from ._buffers import as_buf, empty_like, op_code, same_dtype
+from ._buffers import Buf, as_buf, empty_like, op_code, same_dtype
 from .errors import TerseError, check
 from .request import Request, Waiter
 
@@ -278,8 +278,9 @@ class Comm:
         return self._run("terse_allgather", L.terse_allgather, L.terse_allgather_start,
                          (s.ptr, o.ptr, s.count, s.dtype), (s, o), o.obj, async_op)
 
-    def allgatherv(self, x, counts, out=None):
-        """Rank r contributes counts[r] elements (the same list on every rank)."""
+    def allgatherv(self, x, counts, out=None, async_op=False):
+        """Rank r contributes counts[r] elements (the same list on every rank).
+        Non-blocking, it runs as an alltoallv sending x to every rank."""
         s = as_buf(x, "allgatherv input")
         counts = [int(c) for c in counts]
         if len(counts) != self.size or s.count != counts[self.rank]:
@@ -289,10 +290,14 @@ class Comm:
         same_dtype(s, o, "allgatherv")
         if o.count != sum(counts):
             raise ValueError("terse: allgatherv output needs %d elements" % sum(counts))
-        rc = (ctypes.c_size_t * self.size)(*counts)
-        self._call(L.terse_allgatherv, "terse_allgatherv", self._ptr, s.ptr, s.count, o.ptr, rc, None,
-                   s.dtype)
-        return o.obj
+        arr = ctypes.c_size_t * self.size
+        if not async_op:
+            self._call(L.terse_allgatherv, "terse_allgatherv", self._ptr, s.ptr, s.count, o.ptr, arr(*counts),
+                       None, s.dtype)
+            return o.obj
+        # every block of the send side is x itself (displacement 0)
+        return self._start_v("terse_allgatherv", s, arr(*[s.count] * self.size), arr(*[0] * self.size), o,
+                             arr(*counts), None, o.obj)
 
     def alltoall(self, x, out=None, async_op=False):
         """Block p of x goes to rank p; block q of the result came from rank q."""
@@ -308,7 +313,9 @@ class Comm:
         return self._run("terse_alltoall", L.terse_alltoall, L.terse_alltoall_start,
                          (s.ptr, o.ptr, s.count // self.size, s.dtype), (s, o), o.obj, async_op)
 
-    def alltoallv(self, x, sendcounts, recvcounts, out=None):
+    def alltoallv(self, x, sendcounts, recvcounts, out=None, async_op=False):
+        """sendcounts[p] elements of x (in rank order) go to rank p;
+        recvcounts[q] elements of the result came from rank q."""
         s = as_buf(x, "alltoallv input")
         sc, rc = [int(c) for c in sendcounts], [int(c) for c in recvcounts]
         if len(sc) != self.size or len(rc) != self.size or sum(sc) != s.count:
@@ -319,10 +326,65 @@ class Comm:
         same_dtype(s, o, "alltoallv")
         if o.count != sum(rc):
             raise ValueError("terse: alltoallv output needs %d elements" % sum(rc))
+        return self._v("terse_alltoallv", s, sc, o, rc, o.obj, async_op)
+
+    def _start_v(self, what, s, sc, sd, o, rc, rd, result):
+        """A non-blocking alltoallv (terse builds its schedule from the counts at the start)."""
+        self._check_usable()
+        req = ctypes.c_void_p()
+        check(L.terse_alltoallv_start(self._ptr, s.ptr, sc, sd, o.ptr, rc, rd, s.dtype, ctypes.byref(req)),
+              what, self._ptr)
+        return Request(self, req, (s, o), what, result)
+
+    def gather(self, x, root=0, out=None, async_op=False):
+        """The root gets the size * len(x) concatenation of every rank's x;
+        the other ranks get None. Runs as an alltoallv in which every rank
+        sends only to the root."""
+        s = as_buf(x, "gather input")
+        root = self._root(root, "gather")
+        n, me = s.count, self.rank == root
+        o = Buf(None, 0, s.dtype, None)
+        if me:
+            out = empty_like(x, n * self.size) if out is None else out
+            o = as_buf(out, "gather output", writeable=True)
+            same_dtype(s, o, "gather")
+            if o.count != n * self.size:
+                raise ValueError("terse: gather output needs %d elements, has %d" % (n * self.size, o.count))
+        sc = [n if p == root else 0 for p in range(self.size)]
+        rc = [n if me else 0] * self.size
+        return self._v("terse_gather", s, sc, o, rc, o.obj, async_op)
+
+    def scatter(self, x, out, root=0, async_op=False):
+        """Block r of the root's x (size equal blocks) lands in rank r's out;
+        the other ranks pass x=None. Runs as an alltoallv from the root."""
+        root = self._root(root, "scatter")
+        o = as_buf(out, "scatter output", writeable=True)
+        n, me = o.count, self.rank == root
+        s = Buf(None, 0, o.dtype, None)
+        if me:
+            s = as_buf(x, "scatter input")
+            same_dtype(s, o, "scatter")
+            if s.count != n * self.size:
+                raise ValueError("terse: scatter input needs %d elements (%d blocks of out's %d), has %d"
+                                 % (n * self.size, self.size, n, s.count))
+        sc = [n if me else 0] * self.size
+        rc = [n if p == root else 0 for p in range(self.size)]
+        return self._v("terse_scatter", s, sc, o, rc, o.obj, async_op)
+
+    def _v(self, what, s, sc, o, rc, result, async_op):
         arr = ctypes.c_size_t * self.size
-        self._call(L.terse_alltoallv, "terse_alltoallv", self._ptr, s.ptr, arr(*sc), None, o.ptr,
-                   arr(*rc), None, s.dtype)
-        return o.obj
+        if not async_op:
+            self._call(L.terse_alltoallv, what, self._ptr, s.ptr, arr(*sc), None, o.ptr, arr(*rc), None,
+                       s.dtype)
+            return result
+        return self._start_v(what, s, arr(*sc), None, o, arr(*rc), None, result)
+
+    def _root(self, root, what):
+        root = int(root)
+        if not 0 <= root < self.size:
+            raise ValueError("terse: %s root %d is not a rank of this communicator (size %d)"
+                             % (what, root, self.size))
+        return root
 
     def barrier(self):
         self._call(L.terse_barrier, "terse_barrier", self._ptr)

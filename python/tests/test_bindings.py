@@ -133,6 +133,47 @@ def broadcast_reduce_allgather_reduce_scatter_alltoall(comm):
 
 
 @case
+def gather_scatter_and_the_v_forms_non_blocking(comm):
+    n, size, rank = 131, comm.size, comm.rank
+    for dt in (np.float32, np.int64):
+        xs = all_data(comm, n, dt, 4)
+        for root in range(size):
+            g = comm.gather(xs[rank], root=root)
+            if rank == root:
+                assert np.array_equal(g, np.concatenate(xs))
+            else:
+                assert g is None
+            r = comm.gather(xs[rank], root=root, async_op=True)
+            g = r.wait()
+            assert (rank != root and g is None) or np.array_equal(g, np.concatenate(xs))
+            big = all_data(comm, n * size, dt, 5)
+            out = np.empty(n, dt)
+            comm.scatter(big[root] if rank == root else None, out, root=root)
+            assert np.array_equal(out, big[root][rank * n:(rank + 1) * n])
+            out2 = torch.empty(n, dtype=torch.float32 if dt == np.float32 else torch.int64)
+            src = torch.from_numpy(big[root]) if rank == root else None
+            comm.scatter(src, out2, root=root, async_op=True).wait()
+            assert np.array_equal(out2.numpy(), big[root][rank * n:(rank + 1) * n])
+    assert_raises(ValueError, comm.gather, np.ones(3, np.float32), root=size)
+    assert_raises(ValueError, comm.scatter, None, np.ones(3, np.float32), root=-1)
+    if rank == 0:
+        assert_raises(ValueError, comm.gather, np.ones(3, np.float32), root=0, out=np.ones(5, np.float32))
+        assert_raises(ValueError, comm.scatter, np.ones(3 * size + 1, np.float32), np.ones(3, np.float32))
+    # the v forms started, several at a time, = the blocking ones
+    counts = [2 * r + 1 for r in range(size)]
+    reqs = [comm.allgatherv(np.full(counts[rank], rank + 10 * i, np.float32), counts, async_op=True)
+            for i in range(3)]
+    for i, r in enumerate(reqs):
+        want = np.concatenate([np.full(counts[q], q + 10 * i, np.float32) for q in range(size)])
+        assert np.array_equal(r.wait(), want)
+    sc = [(rank * 3 + q) % 4 for q in range(size)]
+    rc = [(q * 3 + rank) % 4 for q in range(size)]
+    x = np.concatenate([np.full(sc[q], 100 * rank + q, np.int32) for q in range(size)])
+    y = comm.alltoallv(x, sc, rc, async_op=True).wait()
+    assert np.array_equal(y, np.concatenate([np.full(rc[q], 100 * q + rank, np.int32) for q in range(size)]))
+
+
+@case
 def non_blocking_requests(comm):
     xs = [np.full(50000, comm.rank + i, np.float32) for i in range(4)]
     reqs = [comm.allreduce(x, async_op=True) for x in xs]

@@ -108,6 +108,19 @@ def backend_collectives(g):
     y = torch.empty((r + 1) * n, 2)
     dist.all_to_all_single(y, x, [r + 1] * n, split_in)
     assert torch.equal(y, torch.arange(n).float().repeat_interleave(r + 1)[:, None].expand(-1, 2))
+    w = dist.all_to_all_single(y, x, [r + 1] * n, split_in, async_op=True)  # uneven, non-blocking
+    w.wait()
+    assert torch.equal(y, torch.arange(n).float().repeat_interleave(r + 1)[:, None].expand(-1, 2))
+    for root in range(n):
+        gl = [torch.empty(2, 2) for _ in range(n)] if r == root else None
+        dist.gather(torch.full((2, 2), float(r)), gl, dst=root)
+        if r == root:
+            assert all(torch.all(o == q) for q, o in enumerate(gl))
+        got = torch.empty(3, dtype=torch.int64)
+        sl = [torch.full((3,), 7 * q, dtype=torch.int64) for q in range(n)] if r == root else None
+        dist.scatter(got, sl, src=root)
+        assert torch.all(got == 7 * r)
+    assert_raises(RuntimeError, dist.send, torch.ones(1), (r + 1) % n)
     dist.barrier()
     assert dist.get_backend() == "terse"
 

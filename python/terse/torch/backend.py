@@ -3,7 +3,9 @@ init_process_group("terse") once `import terse.torch` registered it.
 
 A Python subclass of ProcessGroup (torch 1.13 accepts one): allreduce,
 reduce, broadcast, allgather (and _allgather_base), reduce_scatter (and
-_reduce_scatter_base), alltoall / alltoall_base, barrier. Each call starts a
+_reduce_scatter_base), alltoall / alltoall_base (even and uneven), gather,
+scatter, barrier; point-to-point send/recv are not offered (terse has no
+point-to-point API) and raise. Each call starts a
 non-blocking terse collective and returns a Work whose future terse's
 completion thread fulfils, so DDP overlaps it with the backward pass.
 Non-contiguous tensors go through a contiguous copy (copied back when the
@@ -34,6 +36,14 @@ def _done_work(result):
     f = torch.futures.Future()
     f.set_result(result)
     return _create_work_from_future(f)
+
+
+def _unflatten(flat, tensors):
+    """Copies consecutive pieces of flat into tensors."""
+    off = 0
+    for t in tensors:
+        t.copy_(flat[off:off + t.numel()].view_as(t))
+        off += t.numel()
 
 
 class _Contig:
@@ -115,11 +125,7 @@ class ProcessGroupTerse(dist.ProcessGroup):
                              % (self.size(), len(outs)))
         flat = torch.empty(inp.c.numel() * self.size(), dtype=inp.c.dtype)
         req = self.terse_comm.allgather(inp.c.reshape(-1), out=flat, async_op=True)
-
-        def scatter():
-            for r, o in enumerate(outs):
-                o.copy_(flat[r * inp.c.numel():(r + 1) * inp.c.numel()].view_as(o))
-        return self._work(req, output_tensors, scatter)
+        return self._work(req, output_tensors, lambda: _unflatten(flat, outs))
 
     def _reduce_scatter_base(self, output, input, opts=None):
         op = _op(opts) if opts is not None else "sum"
@@ -144,20 +150,44 @@ class ProcessGroupTerse(dist.ProcessGroup):
         n = self.size()
         sc = [s * row_i for s in input_split_sizes] if input_split_sizes else [i.c.numel() // n] * n
         rc = [s * row_o for s in output_split_sizes] if output_split_sizes else [o.c.numel() // n] * n
-        self.terse_comm.alltoallv(i.c.reshape(-1), sc, rc, out=o.c.reshape(-1))
-        o.back()
-        return _done_work([output])
+        req = self.terse_comm.alltoallv(i.c.reshape(-1), sc, rc, out=o.c.reshape(-1), async_op=True)
+        return self._work(req, [output], o.back)
 
     def alltoall(self, output_tensors, input_tensors, opts=None):
         flat_in = torch.cat([t.reshape(-1) for t in input_tensors])
         rc = [t.numel() for t in output_tensors]
         flat_out = torch.empty(sum(rc), dtype=flat_in.dtype)
-        self.terse_comm.alltoallv(flat_in, [t.numel() for t in input_tensors], rc, out=flat_out)
-        off = 0
-        for t in output_tensors:
-            t.copy_(flat_out[off:off + t.numel()].view_as(t))
-            off += t.numel()
-        return _done_work(output_tensors)
+        req = self.terse_comm.alltoallv(flat_in, [t.numel() for t in input_tensors], rc, out=flat_out,
+                                        async_op=True)
+        return self._work(req, output_tensors, lambda: _unflatten(flat_out, output_tensors))
+
+    def gather(self, output_tensors, input_tensors, opts):
+        root, inp = opts.rootRank, _Contig(input_tensors[0])
+        outs = output_tensors[0] if self.rank() == root else None
+        if outs is not None and len(outs) != self.size():
+            raise ValueError("terse backend: gather needs %d output tensors on the root, got %d"
+                             % (self.size(), len(outs)))
+        flat = torch.empty(inp.c.numel() * self.size(), dtype=inp.c.dtype) if outs is not None else None
+        req = self.terse_comm.gather(inp.c.reshape(-1), root=root, out=flat, async_op=True)
+        return self._work(req, output_tensors, (lambda: _unflatten(flat, outs)) if outs is not None else None)
+
+    def scatter(self, output_tensors, input_tensors, opts):
+        root, out = opts.rootRank, _Contig(output_tensors[0])
+        flat = None
+        if self.rank() == root:
+            ins = input_tensors[0]
+            if len(ins) != self.size():
+                raise ValueError("terse backend: scatter needs %d input tensors on the root, got %d"
+                                 % (self.size(), len(ins)))
+            flat = torch.cat([t.reshape(-1) for t in ins])
+        req = self.terse_comm.scatter(flat, out.c.reshape(-1), root=root, async_op=True)
+        return self._work(req, output_tensors, out.back)
+
+    def _no_p2p(self, *args, **kw):
+        raise RuntimeError("terse backend: point-to-point send/recv is not supported (terse offers "
+                           "collectives only); use a gloo group for it: dist.new_group(backend='gloo')")
+
+    send = recv = recvAnysource = _no_p2p
 
     def barrier(self, opts=None):
         self.terse_comm.barrier()
