@@ -62,7 +62,7 @@ class Net(torch.nn.Module):
         return self.f2(F.relu(self.f1(x.flatten(1))))
 
 
-def make_hook(name, ddp, pg):
+def make_hook(name, ddp, pg, lr):
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
     if name in ("gloo", "terse-pg"):
         return None
@@ -82,7 +82,7 @@ def make_hook(name, ddp, pg):
     elif name == "topk":
         st = tt.hooks.topk_ef_state(ratio=0.01)
     elif name == "sasg":
-        st = tt.hooks.SASGState(ratio=0.05, D=10)
+        st = tt.hooks.SASGState(ratio=0.05, D=10, lr=lr)
         ddp.register_comm_hook(st, tt.hooks.sasg_hook)
         return st
     else:
@@ -124,7 +124,7 @@ def main():
     # Gloo's threads block and training deadlocks.
     dist._DEFAULT_FIRST_BUCKET_BYTES = 32 << 20
     ddp = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=32)
-    state = make_hook(a.hook, ddp, None)
+    state = make_hook(a.hook, ddp, None, a.lr)
     opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9)
     step_ahead = tt.StepAhead(state, opt) if a.hook == "sign-sa-ea" else None
     per_rank = len(xtr) // size

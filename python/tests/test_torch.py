@@ -181,7 +181,7 @@ def hooks_keep_replicas_bit_identical(g):
             ("sign+EF+step-ahead+error averaging", lambda: hooks.sign_ef_state(error_average_every=3),
              hooks.compressed_hook, True),
             ("topk+EF", lambda: hooks.topk_ef_state(ratio=0.05), hooks.compressed_hook, False),
-            ("SASG", lambda: hooks.SASGState(ratio=0.05, D=3), hooks.sasg_hook, False)]
+            ("SASG", lambda: hooks.SASGState(ratio=0.05, D=3, lr=0.05), hooks.sasg_hook, False)]
     for name, make, hook, sa in runs:
         m, _, _, st = _hook_run(make, hook, step_ahead=sa)
         assert same_params(m), name
@@ -241,6 +241,8 @@ def hook_rejects_non_float32_buckets(g):
     x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
     e = assert_raises(Exception, lambda: d(x).sum().backward())
     assert "float32" in str(e), str(e)
+    e = assert_raises(ValueError, hooks.SASGState, ratio=0.05)  # its threshold needs the lr
+    assert "optimizer" in str(e), str(e)
 
 
 def setup():

@@ -157,26 +157,37 @@ class SASGState(_BucketState):
     """State of sasg_hook (per bucket: terse.SASG in gradient units, lr = 1).
 
     SASG uploads a rank's top-k only when its gradient changed enough since
-    its last upload. The rule compares the gradient with the one at the
+    its last upload, against a threshold made of the model's last D steps:
+    the state needs the learning rate (lr, or the optimizer to read it from
+    at every step). The rule compares the gradient with the one at the
     stale model on the same minibatch, which needs a second backward pass a
     hook cannot make: the hook compares with the gradient it uploaded last
     (as LAG's lazily aggregated variant does). For the exact rule call
     terse.SASG from the training loop."""
 
-    def __init__(self, comm=None, process_group=None, ratio=0.01, D=10, c=1.0, values="fp32"):
+    def __init__(self, comm=None, process_group=None, ratio=0.01, D=10, c=1.0, values="fp32", lr=None,
+                 optimizer=None):
+        if lr is None and optimizer is None:
+            raise ValueError("terse SASGState: pass optimizer= (or lr=): the skip rule's threshold is "
+                             "made of the model's steps, which scale with the learning rate")
         super().__init__(comm, process_group)
         self.params = dict(ratio=ratio, D=D, c=c, values=values)
+        self.lr, self.optimizer = lr, optimizer
         self.last = {}
 
     def _make(self, index, count):
         self.last.pop(index, None)
         return handles.SASG(self.comm, count, lr=1.0, **self.params)
 
+    def learning_rate(self):
+        return float(self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else self.lr)
+
     def stats(self):
         return {i: h.stats() for i, (_, h, _) in self.buckets.items()}
 
 
 def sasg_hook(state, bucket):
+    """The bucket's lazily aggregated sparse mean (SASG): non-blocking."""
     h, lay = state.bucket(bucket)
     idx = bucket.index()
     grad = bucket.buffer()
@@ -184,18 +195,21 @@ def sasg_hook(state, bucket):
     theta = torch.empty(grad.numel(), dtype=torch.float32)
     for p, off, n in lay:
         theta[off:off + n] = p.detach().reshape(-1)
+    n = float(state.comm.size)
     change = None
     if h.need_change:
         last = state.last.get(idx)
         if last is None:
             change = float("inf")
         else:
+            # The handle works in gradient units (lr 1) and DDP applies the
+            # mean, lr * sum / n: the paper's rule |dg|^2 > thr(alpha) with
+            # alpha = lr / n is |dg|^2 * n / lr > thr(1).
             d = (g - last).astype(np.float64)
-            change = float(np.dot(d, d))
+            change = float(np.dot(d, d)) * n / state.learning_rate()
     update = np.empty(grad.numel(), np.float32)
     req = h.step(theta.numpy(), g, change_sq=change, update=update, async_op=True)
     fut = req.get_future()
-    n = float(state.comm.size)
 
     def done(f):
         upd, uploaded = f.value()
