@@ -7,19 +7,21 @@
 # the loopback. Repetitions are interleaved (rep, then network, then hook).
 #
 #   scripts/ddp_results.sh [-l "1 lo"] [-k "HOOKS"] [-K "LOOPBACK HOOKS"] [-e EPOCHS] [-b BATCH]
-#                          [-r REPS] [-t TARGET] [-o docs/ddp]
+#                          [-r REPS] [-t TARGET] [-o docs/ddp] [-a]
 #
 # Writes OUT.jsonl (every evaluation), OUT.txt (the table: median step time,
 # final accuracy, time to the target accuracy, ratios to Gloo) and OUT.png.
+# -a: keep OUT.jsonl's other runs and replace only those of the hooks and
+# networks run now (a hook re-measured after a change).
 # The namespaces need root (the loopback alone does not).
 set -eu
 cd "$(dirname "$0")/.."
 NETS="1 lo"; HOOKS="gloo fp16 psgd1 psgd2 terse-pg cnat sign-sa-ea topk sasg"
-EPOCHS=1; BATCH=16; REPS=1; TARGET=0.85; OUT=docs/ddp; N=4; LOHOOKS=""
-while getopts "l:k:K:e:b:r:t:o:" opt; do
+EPOCHS=1; BATCH=16; REPS=1; TARGET=0.85; OUT=docs/ddp; N=4; LOHOOKS=""; APPEND=0
+while getopts "l:k:K:e:b:r:t:o:a" opt; do
     case $opt in
     l) NETS=$OPTARG ;; k) HOOKS=$OPTARG ;; K) LOHOOKS=$OPTARG ;; e) EPOCHS=$OPTARG ;; b) BATCH=$OPTARG ;; r) REPS=$OPTARG ;;
-    t) TARGET=$OPTARG ;; o) OUT=$OPTARG ;;
+    t) TARGET=$OPTARG ;; o) OUT=$OPTARG ;; a) APPEND=1 ;;
     *) sed -n 9,10p "$0" >&2; exit 2 ;;
     esac
 done
@@ -31,7 +33,18 @@ P="tdd$$"
 . perf/cluster_ns.sh
 trap 'drop_ns; rm -rf "$W"' EXIT
 trap 'exit 130' INT TERM
-: > "$OUT.jsonl"
+if [ "$APPEND" = 1 ] && [ -f "$OUT.jsonl" ]; then
+    # drop the runs about to be made again (hook on a network of this run)
+    NETS="$NETS" HOOKS="$HOOKS" LOHOOKS="$LOHOOKS" /usr/bin/python3 -c '
+import json, os, sys
+nets, hooks = os.environ["NETS"].split(), os.environ["HOOKS"].split()
+lo = os.environ["LOHOOKS"].split() or hooks
+again = {(n, h) for n in nets for h in (lo if n == "lo" else hooks)}
+keep = [l for l in open(sys.argv[1]) if (json.loads(l)["net"], json.loads(l)["hook"]) not in again]
+open(sys.argv[1], "w").writelines(keep)' "$OUT.jsonl"
+else
+    : > "$OUT.jsonl"
+fi
 PORT=29600
 
 run() { # net hook rep
@@ -80,4 +93,5 @@ while [ "$rep" -lt "$REPS" ]; do
     rep=$((rep + 1))
 done
 /usr/bin/python3 scripts/ddp_results_plot.py "$OUT.jsonl" "$TARGET" "$OUT.png" | tee "$OUT.txt"
-echo "command: scripts/ddp_results.sh -l \"$NETS\" -k \"$HOOKS\" -K \"$LOHOOKS\" -e $EPOCHS -b $BATCH -r $REPS -t $TARGET -o $OUT" >> "$OUT.txt"
+a=""; [ "$APPEND" = 1 ] && a=" -a (replacing these hooks' runs; the others are from earlier runs)"
+echo "command: scripts/ddp_results.sh -l \"$NETS\" -k \"$HOOKS\" -K \"$LOHOOKS\" -e $EPOCHS -b $BATCH -r $REPS -t $TARGET -o $OUT$a" >> "$OUT.txt"
