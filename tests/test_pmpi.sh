@@ -129,15 +129,20 @@ else
 fi
 S=/usr/lib/x86_64-linux-gnu/scalapack/mpich-tests
 if [ -x $S/xdlu ] && ! echo "$skipped" | grep -q mpich; then
+    # LU.dat: factorizations only (NRHS 0, no condition estimate). The
+    # driver's solve path is not reliable on Debian 12 with or without an
+    # interposer: now and then every rank reports "On entry to PDGETRS
+    # parameter number 1 had an illegal value" and the run hangs (also
+    # reported upstream, Reference-ScaLAPACK/scalapack#121).
     mkdir -p "$W/sl" && cd "$W/sl" && cp "$top/tests/pmpi/LU.dat" .
     run mpich 4 -- $S/xdlu > plain.txt 2>&1
     run mpich 4 LD_PRELOAD=$lib/libterse_pmpi_mpich.so $A -- $S/xdlu > terse.txt 2>&1
     # the table without its timing columns, and the summary
     v() { awk '/^WALL/ { print $1, $2, $3, $4, $5, $6, $7, $8, $12 } /tests completed|tests skipped/' "$1"; }
     v plain.txt > plain.v; v terse.txt > terse.v
-    if grep -q "16 tests completed and passed" plain.v && diff plain.v terse.v >/dev/null && grep -q "terse took [1-9]" terse.txt; then
-        ok "ScaLAPACK xdlu (MPICH, 4 ranks): 16 LU tests pass, table identical with and without the library"
-    else bad "ScaLAPACK xdlu with the library"; diff plain.v terse.v | head; tail -5 terse.txt; fi
+    if grep -q "12 tests completed and passed" plain.v && diff plain.v terse.v >/dev/null && grep -q "terse took [1-9]" terse.txt; then
+        ok "ScaLAPACK xdlu (MPICH, 4 ranks): 12 LU factorizations pass, table identical with and without the library"
+    else bad "ScaLAPACK xdlu with the library"; diff plain.v terse.v | head; tail -5 plain.txt; tail -5 terse.txt; fi
     cd "$top"
 else
     echo "SKIP: scalapack-mpi-test not installed (scripts/install-deps.sh installs it)"; skipped="$skipped scalapack"

@@ -87,12 +87,13 @@ static int delete_attr(MPI_Comm comm, int keyval, void *val, void *extra)
 {
     (void)keyval, (void)extra;
     pmpi_comm_t *e = val;
-    if (e->owned && e->tc)
-        terse_comm_destroy(e->tc);
-    e->tc = NULL, e->eligible = 0, e->freed = 1;
+    /* the compressed handles live on the communicator: they go first */
     for (int i = 0; i < TERSE_PMPI_CODEC_CACHE; i++)
         if (e->codec[i].h)
             terse_compressed_destroy(e->codec[i].h), e->codec[i].h = NULL;
+    if (e->owned && e->tc)
+        terse_comm_destroy(e->tc);
+    e->tc = NULL, e->eligible = 0, e->freed = 1;
     if (terse_pmpi__g.last_mpi == comm)
         terse_pmpi__g.last_mpi = MPI_COMM_NULL, terse_pmpi__g.last = NULL;
     return MPI_SUCCESS;
