@@ -101,8 +101,11 @@ for mpi in openmpi mpich; do
             --mca orte_abort_on_non_zero_status 0 -x "$P" -x TERSE_PMPI_NODE=1 -x PMPI_CHECK_KILL_DIR="$d/kill" \
             "$d/check" kill > "$d/kill.log" 2>&1
     else
-        timeout 120 mpiexec.mpich -disable-auto-cleanup -n 4 -genv LD_PRELOAD "$pl" -genv TERSE_PMPI_NODE 1 \
-            -genv PMPI_CHECK_KILL_DIR "$d/kill" "$d/check" kill > "$d/kill.log" 2>&1
+        # Hydra kills the survivors as soon as a rank it launched dies, even
+        # with -disable-auto-cleanup (now and then before they have written
+        # their record): each rank runs under a shell that outlives it.
+        timeout 120 mpiexec.mpich -disable-auto-cleanup -n 4 -genv TERSE_PMPI_NODE 1 \
+            -genv PMPI_CHECK_KILL_DIR "$d/kill" sh -c "LD_PRELOAD='$pl' '$d/check' kill; sleep 3" > "$d/kill.log" 2>&1
     fi
     n=$(cat "$d"/kill/rank* 2>/dev/null | grep -c "got an error: terse")
     if [ "$n" -eq 3 ]; then ok "$mpi: kill -9 of a rank: the error handler fires on the 3 survivors with terse's detail"
