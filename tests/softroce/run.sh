@@ -59,7 +59,7 @@ cp "/lib/modules/$kver/kernel/fs/netfs/netfs.ko" "/lib/modules/$kver/kernel/fs/f
    "/lib/modules/$kver/kernel/fs/9p/9p.ko" "$work/root/modules/"
 (cd "$work/root" && find . | /bin/busybox cpio -o -H newc 2>/dev/null | gzip -1) > "$work/initrd.gz"
 
-limit=${TERSE_SOFTROCE_TIMEOUT:-3600}
+limit=${TERSE_SOFTROCE_TIMEOUT:-4200}
 echo "softroce: booting $kver under qemu (TCG, 2 vCPUs, limit ${limit}s)"
 start=$(date +%s)
 timeout "$limit" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 3072 -smp 2 \
