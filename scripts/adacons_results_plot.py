@@ -33,7 +33,7 @@ for line in open(log):
         steps_per_epoch = int(m.group(1)) if m else None
 
 n = next(iter(lin_res.values()))["n"] if lin_res else "?"
-print(f"**The authors' sample** (`examples/adacons_linreg`, their Main.py on terse): linear model, d = 1000,")
+print("**The authors' sample** (`examples/adacons_linreg`, their Main.py on terse): linear model, d = 1000,")
 print(f"{n} ranks (all on this 2-core machine), global batch 2048, gradients accumulated over 2 iterations, the")
 print("sample's step size lr = <G, w> / ||G||^2, AdaCons momentum 0.99; the loss of the current batch,")
 print("averaged over the ranks.")
@@ -55,7 +55,7 @@ if "mean" in lin and "adacons" in lin:
           f" rather than stopping at 1e-8.")
     print()
 
-print(f"**Fashion-MNIST MLP** (`examples/fmnist_train -m mlp`, 784-128-10, batch 32 per rank, SGD lr 0.05 with")
+print("**Fashion-MNIST MLP** (`examples/fmnist_train -m mlp`, 784-128-10, batch 32 per rank, SGD lr 0.05 with")
 print("momentum 0.9 on the aggregate; AdaCons rescaled by the mean gradient norm; `adacons-cnat`: C_nat on the")
 print("second allreduce, the unbiased combination). Means over the seeds (+- standard deviation); epochs and")
 print(f"training time until the training loss is <= {target_loss} and the test accuracy >= {target_acc}")
