@@ -18,13 +18,14 @@ done
 echo "===== results"
 grep -H '^:test-result:' tests/*.trs 2>/dev/null | sed 's/\.trs:.test-result://'
 if [ "$status" -ne 0 ]; then
-    for t in $(grep -l '^:test-result: *\(FAIL\|ERROR\|XPASS\)' tests/*.trs 2>/dev/null); do
-        echo "===== failed: ${t%.trs}: its FAIL lines, then its last 150 lines"
-        grep -aE '^(=====|softroce:|FAIL|python:)|\.\.\.FAILED|Test: .*FAILED' "${t%.trs}.log" | tail -60
+    failed=$(grep -l '^:test-result: *\(FAIL\|ERROR\|XPASS\)' tests/*.trs 2>/dev/null | sed 's/\.trs$//')
+    for t in $failed; do
+        echo "===== failed: $t: its FAIL lines, then its last 150 lines"
+        grep -aE '^(=====|softroce:|FAIL|python:)|\.\.\.FAILED|Test: .*FAILED' "$t.log" | tail -60
         echo "-----"
-        tail -150 "${t%.trs}.log"
+        tail -150 "$t.log"
     done
-    echo "make check failed: $(grep -l '^:test-result: *\(FAIL\|ERROR\|XPASS\)' tests/*.trs 2>/dev/null | sed 's/\.trs$//' | tr '\n' ' ')"
+    echo "make check failed:" $failed
     exit "$status"
 fi
 # The progress thread and the caller's thread under ThreadSanitizer.

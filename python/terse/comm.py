@@ -290,14 +290,14 @@ class Comm:
         same_dtype(s, o, "allgatherv")
         if o.count != sum(counts):
             raise ValueError("terse: allgatherv output needs %d elements" % sum(counts))
-        arr = ctypes.c_size_t * self.size
         if not async_op:
-            self._call(L.terse_allgatherv, "terse_allgatherv", self._ptr, s.ptr, s.count, o.ptr, arr(*counts),
-                       None, s.dtype)
+            rc = (ctypes.c_size_t * self.size)(*counts)
+            self._call(L.terse_allgatherv, "terse_allgatherv", self._ptr, s.ptr, s.count, o.ptr, rc, None,
+                       s.dtype)
             return o.obj
         # every block of the send side is x itself (displacement 0)
-        return self._start_v("terse_allgatherv", s, arr(*[s.count] * self.size), arr(*[0] * self.size), o,
-                             arr(*counts), None, o.obj)
+        return self._v("terse_allgatherv", s, [s.count] * self.size, o, counts, o.obj, True,
+                       sdispls=[0] * self.size)
 
     def alltoall(self, x, out=None, async_op=False):
         """Block p of x goes to rank p; block q of the result came from rank q."""
@@ -327,14 +327,6 @@ class Comm:
         if o.count != sum(rc):
             raise ValueError("terse: alltoallv output needs %d elements" % sum(rc))
         return self._v("terse_alltoallv", s, sc, o, rc, o.obj, async_op)
-
-    def _start_v(self, what, s, sc, sd, o, rc, rd, result):
-        """A non-blocking alltoallv (terse builds its schedule from the counts at the start)."""
-        self._check_usable()
-        req = ctypes.c_void_p()
-        check(L.terse_alltoallv_start(self._ptr, s.ptr, sc, sd, o.ptr, rc, rd, s.dtype, ctypes.byref(req)),
-              what, self._ptr)
-        return Request(self, req, (s, o), what, result)
 
     def gather(self, x, root=0, out=None, async_op=False):
         """The root gets the size * len(x) concatenation of every rank's x;
@@ -371,13 +363,12 @@ class Comm:
         rc = [n if p == root else 0 for p in range(self.size)]
         return self._v("terse_scatter", s, sc, o, rc, o.obj, async_op)
 
-    def _v(self, what, s, sc, o, rc, result, async_op):
+    def _v(self, what, s, sc, o, rc, result, async_op, sdispls=None):
+        """An alltoallv (terse builds its schedule from the counts when it starts)."""
         arr = ctypes.c_size_t * self.size
-        if not async_op:
-            self._call(L.terse_alltoallv, what, self._ptr, s.ptr, arr(*sc), None, o.ptr, arr(*rc), None,
-                       s.dtype)
-            return result
-        return self._start_v(what, s, arr(*sc), None, o, arr(*rc), None, result)
+        sd = arr(*sdispls) if sdispls is not None else None
+        return self._run(what, L.terse_alltoallv, L.terse_alltoallv_start,
+                         (s.ptr, arr(*sc), sd, o.ptr, arr(*rc), None, s.dtype), (s, o), result, async_op)
 
     def _root(self, root, what):
         root = int(root)
